@@ -1,0 +1,59 @@
+"""Where the control-plane binaries come from: ``KUBEBUILDER_ASSETS``, the cache, or a build.
+
+The binaries are built from the Go module proxy at pinned versions by
+``hack/build-controlplane.sh`` and cached outside the repository, so a second run builds
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+KUBE_VERSION = "v1.37.2"
+ETCD_VERSION = "v3.6.16"
+BINARIES = ("etcd", "kube-apiserver", "kubectl")
+
+
+class AssetsError(RuntimeError):
+    """The control-plane binaries are missing and could not be built."""
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "changegate" / "controlplane" / f"{KUBE_VERSION}-etcd-{ETCD_VERSION}"
+
+
+def _complete(d: Path) -> bool:
+    return all(os.access(d / b, os.X_OK) for b in BINARIES)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def ensure_binaries(*, build: bool = True) -> Path:
+    """The directory holding etcd, kube-apiserver and kubectl; builds them when needed."""
+    env_dir = os.environ.get("KUBEBUILDER_ASSETS")
+    if env_dir:
+        d = Path(env_dir)
+        if not _complete(d):
+            raise AssetsError(
+                f"KUBEBUILDER_ASSETS={env_dir} does not hold executable {', '.join(BINARIES)}"
+            )
+        return d
+    d = cache_dir()
+    if _complete(d):
+        return d
+    if not build:
+        raise AssetsError(f"control-plane binaries not built yet in {d}; run `make controlplane`")
+    script = repo_root() / "hack" / "build-controlplane.sh"
+    env = dict(os.environ, KUBE_VERSION=KUBE_VERSION, ETCD_VERSION=ETCD_VERSION)
+    result = subprocess.run(["bash", str(script), str(d)], env=env, check=False)
+    if result.returncode != 0 or not _complete(d):
+        raise AssetsError(
+            f"building the control plane failed (exit {result.returncode}); "
+            "see the step named above, or set KUBEBUILDER_ASSETS to prebuilt binaries"
+        )
+    return d

@@ -1,0 +1,1 @@
+"""Wire formats: the CRDs and AdmissionReview as pydantic models."""

@@ -1,0 +1,475 @@
+"""pydantic models of changegate's CRDs (``changegate.io/v1alpha1``).
+
+These are the wire formats: camelCase on the wire, snake_case in Python. Shape checks that
+need a library (IANA zones, cron syntax, durations, clock times) happen here, so every bad
+field is reported by pydantic with its location (``spec.schedule.timeZone``) and nothing
+below this layer ever sees an invalid value.
+
+``crds/*.yaml`` hold the OpenAPI schemas the API server enforces; a test keeps the two in
+agreement (tests/unit/test_crd_models_agree.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+import croniter
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "changegate.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class _Wire(BaseModel):
+    """Base: camelCase aliases, unknown fields rejected, immutable values."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# -- scalar types ------------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: Any) -> datetime.timedelta:
+    """``90m``, ``2h``, ``1h30m``, ``1d``, ``45s`` -> timedelta (strictly positive)."""
+    if isinstance(value, datetime.timedelta):
+        td = value
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value.strip())
+        if not value.strip() or not m or not any(m.groups()):
+            raise ValueError(f"invalid duration {value!r}: use forms like 30m, 2h, 1h30m, 1d")
+        d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+        td = datetime.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    else:
+        raise ValueError(f"invalid duration {value!r}: expected a string like 2h")
+    if td <= datetime.timedelta(0):
+        raise ValueError("duration must be positive")
+    return td
+
+
+def format_duration(td: datetime.timedelta) -> str:
+    total = int(td.total_seconds())
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, total = divmod(total, size)
+        if n:
+            out += f"{n}{unit}"
+    return out or "0s"
+
+
+def _check_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError) as e:
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name like Asia/Seoul") from e
+    return value
+
+
+def _check_cron(value: str) -> str:
+    if len(value.split()) != 5 or not croniter.croniter.is_valid(value):
+        raise ValueError(
+            f"invalid cron {value!r}: use 5 fields (minute hour day-of-month month day-of-week)"
+        )
+    return value
+
+
+def _parse_clock(value: Any) -> datetime.time:
+    if isinstance(value, datetime.time):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{2}:\d{2}", value):
+        h, m = int(value[:2]), int(value[3:])
+        if h == 24 and m == 0:
+            raise ValueError("use 00:00 for midnight (an end <= start runs past midnight)")
+        if h < 24 and m < 60:
+            return datetime.time(h, m)
+    raise ValueError(f"invalid time {value!r}: use HH:MM, 00:00-23:59")
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"invalid regular expression: {e}") from e
+    return value
+
+
+Duration = Annotated[
+    datetime.timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+TimeZone = Annotated[str, AfterValidator(_check_zone)]
+Cron = Annotated[str, AfterValidator(_check_cron)]
+ClockTime = Annotated[
+    datetime.time,
+    BeforeValidator(_parse_clock),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+]
+Regex = Annotated[str, AfterValidator(_check_regex)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class Enforcement(enum.StrEnum):
+    ENFORCE = "Enforce"
+    WARN = "Warn"
+    AUDIT = "Audit"
+
+
+class Operation(enum.StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    CONNECT = "CONNECT"
+    ALL = "*"
+
+
+class Weekday(enum.StrEnum):
+    MON = "Mon"
+    TUE = "Tue"
+    WED = "Wed"
+    THU = "Thu"
+    FRI = "Fri"
+    SAT = "Sat"
+    SUN = "Sun"
+
+    @property
+    def index(self) -> int:
+        """Monday = 0, as ``datetime.weekday()``."""
+        return list(Weekday).index(self)
+
+
+class Phase(enum.StrEnum):
+    PENDING_APPROVAL = "PendingApproval"
+    SCHEDULED = "Scheduled"
+    ACTIVE = "Active"
+    EXPIRED = "Expired"
+    INVALID = "Invalid"
+    REVIEW_REQUIRED = "ReviewRequired"
+
+
+# -- shared building blocks ----------------------------------------------------------------------
+
+
+class Subject(_Wire):
+    kind: Literal["User", "Group", "ServiceAccount"]
+    name: NonEmptyStr
+    namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _namespace_for_service_accounts(self) -> Subject:
+        if self.kind == "ServiceAccount" and not self.namespace:
+            raise ValueError("namespace is required for kind ServiceAccount")
+        if self.kind != "ServiceAccount" and self.namespace:
+            raise ValueError(f"namespace is only allowed for kind ServiceAccount, not {self.kind}")
+        return self
+
+
+class LabelSelectorRequirement(_Wire):
+    key: NonEmptyStr
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"values must be non-empty for operator {self.operator}")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"values must be empty for operator {self.operator}")
+        return self
+
+
+class LabelSelector(_Wire):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class ResourceRule(_Wire):
+    """Like an RBAC/webhook rule. Subresources are named explicitly: ``deployments/scale``."""
+
+    api_groups: list[str] = Field(min_length=1)
+    resources: list[NonEmptyStr] = Field(min_length=1)
+    operations: list[Operation] = Field(min_length=1)
+
+
+class OneOffSchedule(_Wire):
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> OneOffSchedule:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class RecurringSchedule(_Wire):
+    cron: Cron
+    duration: Duration
+    time_zone: TimeZone
+    not_before: AwareDatetime | None = None
+    not_after: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> RecurringSchedule:
+        if self.not_before and self.not_after and self.not_after <= self.not_before:
+            raise ValueError("notAfter must be after notBefore")
+        return self
+
+
+class Schedule(_Wire):
+    """Exactly one form: one-off (``start``/``end``) or recurring (``cron``...)."""
+
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    cron: Cron | None = None
+    duration: Duration | None = None
+    time_zone: TimeZone | None = None
+    not_before: AwareDatetime | None = None
+    not_after: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_form(self) -> Schedule:
+        one_off = self.start is not None or self.end is not None
+        recurring = any(
+            v is not None
+            for v in (self.cron, self.duration, self.time_zone, self.not_before, self.not_after)
+        )
+        if one_off and recurring:
+            raise ValueError("use either start/end or cron/duration/timeZone, not both")
+        if not one_off and not recurring:
+            raise ValueError("give start and end, or cron, duration and timeZone")
+        if one_off:
+            if self.start is None or self.end is None:
+                raise ValueError("a one-off schedule needs both start and end")
+            OneOffSchedule(start=self.start, end=self.end)
+        else:
+            missing = [
+                n
+                for n, v in (("cron", self.cron), ("duration", self.duration), ("timeZone", self.time_zone))
+                if v is None
+            ]
+            if missing:
+                raise ValueError(f"a recurring schedule needs {', '.join(missing)}")
+            if self.not_before and self.not_after and self.not_after <= self.not_before:
+                raise ValueError("notAfter must be after notBefore")
+        return self
+
+    @property
+    def one_off(self) -> OneOffSchedule | None:
+        if self.start is not None and self.end is not None:
+            return OneOffSchedule(start=self.start, end=self.end)
+        return None
+
+    @property
+    def recurring(self) -> RecurringSchedule | None:
+        if self.cron is not None and self.duration is not None and self.time_zone is not None:
+            return RecurringSchedule(
+                cron=self.cron,
+                duration=self.duration,
+                time_zone=self.time_zone,
+                not_before=self.not_before,
+                not_after=self.not_after,
+            )
+        return None
+
+
+class Condition(_Wire):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: AwareDatetime | None = None
+    observed_generation: int | None = None
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata changegate reads; everything else is kept but ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    creation_timestamp: AwareDatetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# -- ChangePolicy --------------------------------------------------------------------------------
+
+
+class PolicyMatch(_Wire):
+    resources: list[ResourceRule] = Field(min_length=1)
+    namespaces: list[NonEmptyStr] = Field(default_factory=list)
+    namespace_selector: LabelSelector | None = None
+    exclude_namespaces: list[NonEmptyStr] = Field(default_factory=list)
+
+
+class Approval(_Wire):
+    required: int = Field(default=1, ge=0, le=10)
+    approver_groups: list[NonEmptyStr] = Field(default_factory=list)
+
+
+class HolidayCalendar(_Wire):
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    subdivision: str | None = None
+    time_zone: TimeZone
+
+
+class Blackout(_Wire):
+    name: NonEmptyStr
+    schedule: Schedule | None = None
+    holidays: HolidayCalendar | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Blackout:
+        if (self.schedule is None) == (self.holidays is None):
+            raise ValueError("a blackout needs exactly one of schedule or holidays")
+        return self
+
+
+class BreakGlass(_Wire):
+    groups: list[NonEmptyStr] = Field(default_factory=list)
+    max_duration: Duration = datetime.timedelta(hours=4)
+
+
+class PolicyMessage(_Wire):
+    contact: str | None = None
+    docs_url: str | None = Field(default=None, alias="docsURL")
+
+
+class ChangePolicySpec(_Wire):
+    match: PolicyMatch
+    enforcement: Enforcement = Enforcement.ENFORCE
+    exempt_subjects: list[Subject] = Field(default_factory=list)
+    approval: Approval = Field(default_factory=Approval)
+    ticket_pattern: Regex | None = None
+    blackouts: list[Blackout] = Field(default_factory=list)
+    break_glass: BreakGlass | None = None
+    message: PolicyMessage = Field(default_factory=PolicyMessage)
+
+
+class ChangePolicy(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    api_version: Literal["changegate.io/v1alpha1"] = API_VERSION
+    kind: Literal["ChangePolicy"] = "ChangePolicy"
+    metadata: ObjectMeta
+    spec: ChangePolicySpec
+
+
+# -- AuthorizedIdentity --------------------------------------------------------------------------
+
+
+class WeeklyRange(_Wire):
+    days: list[Weekday] = Field(min_length=1)
+    start: ClockTime
+    end: ClockTime
+
+
+class WorkHours(_Wire):
+    time_zone: TimeZone
+    weekly: list[WeeklyRange] = Field(min_length=1)
+
+
+class AuthorizedIdentitySpec(_Wire):
+    subjects: list[Subject] = Field(min_length=1)
+    work_hours: WorkHours | None = None
+    valid_until: AwareDatetime | None = None
+    suspended: bool = False
+
+
+class AuthorizedIdentity(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    api_version: Literal["changegate.io/v1alpha1"] = API_VERSION
+    kind: Literal["AuthorizedIdentity"] = "AuthorizedIdentity"
+    metadata: ObjectMeta
+    spec: AuthorizedIdentitySpec
+
+
+# -- ChangeWindow --------------------------------------------------------------------------------
+
+
+class WindowTarget(_Wire):
+    namespaces: list[NonEmptyStr] = Field(default_factory=list)
+    namespace_selector: LabelSelector | None = None
+    resources: list[ResourceRule] = Field(min_length=1)
+    names: list[NonEmptyStr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some_namespace(self) -> WindowTarget:
+        if not self.namespaces and self.namespace_selector is None:
+            raise ValueError("a target needs namespaces and/or namespaceSelector")
+        return self
+
+
+class Emergency(_Wire):
+    reason: Annotated[str, Field(min_length=1)]
+
+
+class WindowApproval(_Wire):
+    approver: NonEmptyStr
+    spec_hash: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+    approved_at: AwareDatetime | None = None
+
+
+class ChangeWindowSpec(_Wire):
+    ticket: NonEmptyStr
+    description: str = ""
+    requester: NonEmptyStr
+    identities: list[NonEmptyStr] = Field(min_length=1)
+    targets: list[WindowTarget] = Field(min_length=1)
+    schedule: Schedule
+    emergency: Emergency | None = None
+    approvals: list[WindowApproval] = Field(default_factory=list)
+
+
+class ChangeWindowStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    phase: Phase | None = None
+    spec_hash: str | None = None
+    approved: bool = False
+    approvals: str | None = None  # "n/m", for the printer column
+    next_open: AwareDatetime | None = None
+    next_close: AwareDatetime | None = None
+    observed_generation: int | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class ChangeWindow(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    api_version: Literal["changegate.io/v1alpha1"] = API_VERSION
+    kind: Literal["ChangeWindow"] = "ChangeWindow"
+    metadata: ObjectMeta
+    spec: ChangeWindowSpec
+    status: ChangeWindowStatus = Field(default_factory=ChangeWindowStatus)
+
+
+PLURALS = {
+    "ChangePolicy": "changepolicies",
+    "AuthorizedIdentity": "authorizedidentities",
+    "ChangeWindow": "changewindows",
+}

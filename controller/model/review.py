@@ -1,0 +1,85 @@
+"""AdmissionReview ``admission.k8s.io/v1``: the request the API server sends, the response we send.
+
+Parsing is strict about what a decision needs (uid, operation, resource, userInfo) and lenient
+about the rest, so a malformed review is rejected (HTTP 400 at the edge) rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class GroupVersionKind(_In):
+    group: str = ""
+    version: str
+    kind: str
+
+
+class GroupVersionResource(_In):
+    group: str = ""
+    version: str
+    resource: str
+
+
+class UserInfo(_In):
+    username: str = ""
+    uid: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    extra: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class AdmissionRequest(_In):
+    uid: str = Field(min_length=1)
+    kind: GroupVersionKind
+    resource: GroupVersionResource
+    sub_resource: str = ""
+    request_kind: GroupVersionKind | None = None
+    request_resource: GroupVersionResource | None = None
+    request_sub_resource: str | None = None
+    name: str = ""
+    namespace: str = ""
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    user_info: UserInfo
+    object: dict[str, Any] | None = None
+    old_object: dict[str, Any] | None = None
+    dry_run: bool = False
+    options: dict[str, Any] | None = None
+
+
+class AdmissionReview(_In):
+    api_version: Literal["admission.k8s.io/v1"]
+    kind: Literal["AdmissionReview"]
+    request: AdmissionRequest
+
+
+class Status(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    code: int
+    message: str
+    reason: str | None = None
+
+
+class AdmissionResponse(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    uid: str
+    allowed: bool
+    status: Status | None = None
+    warnings: list[str] | None = None
+    audit_annotations: dict[str, str] | None = None
+
+
+class AdmissionReviewResponse(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    api_version: Literal["admission.k8s.io/v1"] = "admission.k8s.io/v1"
+    kind: Literal["AdmissionReview"] = "AdmissionReview"
+    response: AdmissionResponse
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

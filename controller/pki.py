@@ -1,0 +1,151 @@
+"""Certificates made with ``cryptography``: a CA, serving certificates, client certificates.
+
+Used by the local control plane (its CA, the admin and per-user client certificates) and by the
+admission server's dev mode (a CA and a serving certificate for 127.0.0.1). Nothing here talks
+to a cluster; it only makes PEM bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyPair:
+    """A certificate and its private key, both PEM."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    # P-256: fast to generate (tests make many), accepted by Go's TLS and by OpenSSL 3.
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def make_ca(*, common_name: str, days: int = 365) -> KeyPair:
+    """A self-signed CA certificate allowed to sign leaf certificates."""
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _sign_leaf(
+    *,
+    ca: KeyPair,
+    subject: x509.Name,
+    usage: x509.ObjectIdentifier,
+    sans: Sequence[x509.GeneralName] = (),
+    days: int,
+) -> KeyPair:
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TypeError("CA key must be EC or RSA")
+    key = _key()
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def make_serving_cert(
+    *, ca: KeyPair, hosts: Sequence[str], days: int = 90
+) -> KeyPair:
+    """A TLS server certificate for DNS names and IP addresses in ``hosts``."""
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    return _sign_leaf(
+        ca=ca, subject=subject, usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans, days=days
+    )
+
+
+def make_client_cert(
+    *, ca: KeyPair, user: str, groups: Sequence[str] = (), days: int = 30
+) -> KeyPair:
+    """A client certificate that kube-apiserver authenticates as ``user`` in ``groups``.
+
+    Kubernetes maps the subject's CN to the username and each O to a group.
+    """
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    return _sign_leaf(
+        ca=ca, subject=x509.Name(attrs), usage=ExtendedKeyUsageOID.CLIENT_AUTH, days=days
+    )
+
+
+def make_rsa_key_pem(bits: int = 2048) -> bytes:
+    """An RSA private key (service-account token signing key of the local API server)."""
+    return _key_pem(rsa.generate_private_key(public_exponent=65537, key_size=bits))
+
+
+def not_after(cert_pem: bytes) -> datetime.datetime:
+    """When a PEM certificate expires (UTC)."""
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc

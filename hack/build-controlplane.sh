@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Build kube-apiserver, kubectl and etcd from the Go module proxy at pinned versions.
+#
+# k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every staging module
+# with ./staging/..., which Go ignores for dependencies. So we build through a tiny
+# consumer module that pins each staging module to its published v0.X.Y tag.
+#
+# Usage: hack/build-controlplane.sh OUTDIR
+# Env:   KUBE_VERSION (default v1.37.2), ETCD_VERSION (default v3.6.16)
+set -euo pipefail
+
+OUT=${1:?usage: build-controlplane.sh OUTDIR}
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+step() { echo "controlplane: $*" >&2; }
+fail() { echo "controlplane: FAILED at step '$1' (kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}); see the output above" >&2; exit 1; }
+
+command -v go >/dev/null || { echo "controlplane: Go is not installed; install Go >= 1.26 or set KUBEBUILDER_ASSETS to a directory with etcd, kube-apiserver and kubectl" >&2; exit 1; }
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+patch=${KUBE_VERSION##*.}
+staging="v0.${minor}.${patch}"
+
+step "resolving k8s.io/kubernetes ${KUBE_VERSION}"
+cd "$WORK"
+go mod init changegate.local/controlplane >/dev/null 2>&1 || fail "go mod init"
+modfile=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p') || fail "download k8s.io/kubernetes"
+[ -f "$modfile" ] || fail "download k8s.io/kubernetes"
+goline=$(grep -E '^go [0-9]' "$modfile")
+sed -i "s/^go .*/${goline}/" go.mod
+{
+  echo "require k8s.io/kubernetes ${KUBE_VERSION}"
+  grep -E '^\s+k8s.io/[a-z-]+ => ./staging/' "$modfile" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+} >> go.mod
+cat > tools.go <<GO
+//go:build tools
+package tools
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+step "downloading modules"
+go mod tidy >&2 || fail "go mod tidy"
+
+pkgs=(k8s.io/component-base/version k8s.io/client-go/pkg/version)
+ld="-s -w"
+for p in "${pkgs[@]}"; do
+  ld+=" -X ${p}.gitVersion=${KUBE_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${minor}"
+  ld+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+done
+
+step "building kube-apiserver (several minutes on a cold cache)"
+go build -tags tools -ldflags "$ld" -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver || fail "build kube-apiserver"
+step "building kubectl"
+go build -ldflags "$ld" -o "$OUT/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl || fail "build kubectl"
+
+step "building etcd ${ETCD_VERSION}"
+GOBIN="$WORK/bin" go install -ldflags "-s -w" "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" || fail "build etcd"
+mv "$WORK/bin/v3" "$OUT/etcd.tmp" 2>/dev/null || mv "$WORK/bin/server" "$OUT/etcd.tmp" 2>/dev/null || mv "$WORK"/bin/* "$OUT/etcd.tmp" || fail "install etcd"
+
+for b in kube-apiserver kubectl etcd; do mv "$OUT/$b.tmp" "$OUT/$b"; done
+step "done: $(ls "$OUT" | tr '\n' ' ')in $OUT"
