@@ -62,8 +62,19 @@ step "building kubectl"
 go build -ldflags "$ld" -o "$OUT/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl || fail "build kubectl"
 
 step "building etcd ${ETCD_VERSION}"
-GOBIN="$WORK/bin" go install -ldflags "-s -w" "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" || fail "build etcd"
-mv "$WORK/bin/v3" "$OUT/etcd.tmp" 2>/dev/null || mv "$WORK/bin/server" "$OUT/etcd.tmp" 2>/dev/null || mv "$WORK"/bin/* "$OUT/etcd.tmp" || fail "install etcd"
+# etcd's server module also replaces its sibling modules with relative paths; same trick.
+EWORK="$WORK/etcd"; mkdir -p "$EWORK"; cd "$EWORK"
+go mod init changegate.local/etcd >/dev/null 2>&1 || fail "go mod init (etcd)"
+emod=$(go mod download -json "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p') || fail "download etcd"
+[ -f "$emod" ] || fail "download etcd"
+sed -i "s/^go .*/$(grep -E '^go [0-9]' "$emod")/" go.mod
+{
+  echo "require go.etcd.io/etcd/server/v3 ${ETCD_VERSION}"
+  grep -E '^\s+go.etcd.io/etcd/[a-z/0-9]+ => \.\./' "$emod" | awk -v v="$ETCD_VERSION" '{print "replace " $1 " => " $1 " " v}'
+} >> go.mod
+printf '//go:build tools\npackage tools\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+go mod tidy >&2 || fail "go mod tidy (etcd)"
+go build -ldflags "-s -w" -o "$OUT/etcd.tmp" go.etcd.io/etcd/server/v3 || fail "build etcd"
 
 for b in kube-apiserver kubectl etcd; do mv "$OUT/$b.tmp" "$OUT/$b"; done
 step "done: $(ls "$OUT" | tr '\n' ' ')in $OUT"

@@ -7,6 +7,7 @@ nothing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -48,9 +49,16 @@ def ensure_binaries(*, build: bool = True) -> Path:
         return d
     if not build:
         raise AssetsError(f"control-plane binaries not built yet in {d}; run `make controlplane`")
-    script = repo_root() / "hack" / "build-controlplane.sh"
-    env = dict(os.environ, KUBE_VERSION=KUBE_VERSION, ETCD_VERSION=ETCD_VERSION)
-    result = subprocess.run(["bash", str(script), str(d)], env=env, check=False)
+    # Concurrent test sessions (or a human and a test) must not build twice into one folder:
+    # the first takes the lock and builds, the others wait and then find the binaries.
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent / f".{d.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _complete(d):
+            return d
+        script = repo_root() / "hack" / "build-controlplane.sh"
+        env = dict(os.environ, KUBE_VERSION=KUBE_VERSION, ETCD_VERSION=ETCD_VERSION)
+        result = subprocess.run(["bash", str(script), str(d)], env=env, check=False)
     if result.returncode != 0 or not _complete(d):
         raise AssetsError(
             f"building the control plane failed (exit {result.returncode}); "

@@ -26,6 +26,9 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import kubernetes.client
+import kubernetes.config
+
 from controller import pki
 from controller.devcluster import assets
 
@@ -303,3 +306,30 @@ class ControlPlane:
     def env(self) -> Iterator[dict[str, str]]:
         """Environment variables that point kubectl and clients at this control plane."""
         yield {"KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
+
+
+def api_client(
+    cp: ControlPlane, *, user: str | None = None, groups: Sequence[str] = ()
+) -> kubernetes.client.ApiClient:
+    """A kubernetes Python client: the admin, or ``user``/``groups`` by client certificate.
+
+    Client certificates make the API server authenticate the identity itself (no impersonation
+    rights needed), which is how real users and service accounts arrive.
+    """
+    path = cp.kubeconfig if user is None else cp.identity(user, groups).kubeconfig
+    client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
+        config_file=str(path)
+    )
+    return client
+
+
+def impersonating_client(
+    cp: ControlPlane, *, user: str, group: str | None = None
+) -> kubernetes.client.ApiClient:
+    """The admin's client impersonating ``user`` (and one ``group``: the Python client sends
+    one value per header, so use :func:`api_client` for several groups)."""
+    client = api_client(cp)
+    client.set_default_header("Impersonate-User", user)
+    if group is not None:
+        client.set_default_header("Impersonate-Group", group)
+    return client
