@@ -1,0 +1,112 @@
+"""The review codec: what the webhook refuses to decide, and why (SPEC: malformed reviews -> 400)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from controller.admission import codec
+
+
+def _review(**request_overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "name": "web",
+        "namespace": "payments",
+        "operation": "UPDATE",
+        "userInfo": {"username": "alice@example.com", "groups": ["payments-ops"]},
+        "object": {"metadata": {"name": "web"}},
+        "oldObject": {"metadata": {"name": "web"}},
+        "dryRun": False,
+    }
+    request.update(request_overrides)
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def _without(review: dict[str, Any], key: str) -> dict[str, Any]:
+    review = json.loads(json.dumps(review))
+    del review["request"][key]
+    return review
+
+
+def test_well_formed_review_parses_to_its_request() -> None:
+    request = codec.parse_review(json.dumps(_review()).encode())
+    assert (request.uid, request.operation, request.user_info.username) == (
+        "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "UPDATE",
+        "alice@example.com",
+    )
+    assert request.resource.resource == "deployments"
+
+
+@pytest.mark.parametrize(
+    ("body", "explanation"),
+    [
+        (b"", "the request body is empty"),
+        (b"{not json", "invalid JSON"),
+        (b"\xff\xfe\x00", "invalid JSON"),
+        (b"[]", "body: Input should be an object"),
+        (
+            json.dumps({**_review(), "apiVersion": "admission.k8s.io/v1beta1"}).encode(),
+            "apiVersion: Input should be 'admission.k8s.io/v1'",
+        ),
+        (
+            json.dumps({**_review(), "kind": "TokenReview"}).encode(),
+            "kind: Input should be 'AdmissionReview'",
+        ),
+        (
+            json.dumps({k: v for k, v in _review().items() if k != "request"}).encode(),
+            "request: required",
+        ),
+        (json.dumps(_without(_review(), "uid")).encode(), "request.uid: required"),
+        (json.dumps(_review(uid="")).encode(), "request.uid: must not be empty"),
+        (json.dumps(_without(_review(), "userInfo")).encode(), "request.userInfo: required"),
+        (json.dumps(_without(_review(), "operation")).encode(), "request.operation: required"),
+        (json.dumps(_review(operation="PATCH")).encode(), "request.operation:"),
+        (json.dumps(_without(_review(), "resource")).encode(), "request.resource: required"),
+    ],
+    ids=[
+        "empty-body",
+        "truncated-json",
+        "not-utf8",
+        "not-an-object",
+        "wrong-api-version",
+        "wrong-kind",
+        "no-request",
+        "missing-uid",
+        "empty-uid",
+        "missing-user-info",
+        "missing-operation",
+        "unknown-operation",
+        "missing-resource",
+    ],
+)
+def test_review_that_cannot_be_decided_is_a_400_with_a_plain_explanation(
+    body: bytes, explanation: str
+) -> None:
+    with pytest.raises(codec.MalformedReview) as caught:
+        codec.parse_review(body)
+    assert caught.value.http_status == 400
+    assert explanation in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_explanation_never_echoes_request_content() -> None:
+    secret = "c3VwZXItc2VjcmV0LXZhbHVl"
+    body = json.dumps({**_review(object={"data": {"password": secret}}), "kind": "Nope"})
+    with pytest.raises(codec.MalformedReview) as caught:
+        codec.parse_review(body.encode())
+    assert secret not in caught.value.message
+
+
+def test_explanation_is_bounded_however_many_fields_are_wrong() -> None:
+    groups = list(range(500))  # 500 errors: every group must be a string
+    body = json.dumps(_review(userInfo={"username": "alice", "groups": groups}))
+    with pytest.raises(codec.MalformedReview) as caught:
+        codec.parse_review(body.encode())
+    assert "request.userInfo.groups.0: Input should be a valid string" in caught.value.message
+    assert len(caught.value.message) <= 1000
