@@ -1,0 +1,588 @@
+"""The admission decision: the spec's rules, in the spec's order, as one pure function.
+
+``decide(request, snapshot=..., now=...)`` answers every request that reaches the webhook.
+changegate's own resources go to ``validation``; everything else follows the spec:
+
+1. Status subresources are never gated.
+2. The controlling policies are those whose ``match`` covers the request; none -> allow.
+3. An UPDATE that changes nothing but bookkeeping metadata is allowed (GitOps re-applies).
+4. Each controlling policy decides on its own (exemption, emergency window, blackout,
+   approved window with a designated identity inside its work hours); the request is allowed
+   only if every policy allows it, and among the denying policies the strictest enforcement
+   (Enforce > Warn > Audit) decides what the API server is told.
+
+Dry-run requests are decided exactly the same way; ``dry_run`` only rides along so callers can
+leave them out of "admitted changes" counts.
+
+When a policy denies, the reason is that of the window that got furthest through the checks
+(active -> approved -> designated -> identity valid -> inside work hours): a requester with an
+open, approved window who is merely early wants to hear "your work hours start at 09:00", not
+"no window". Ranking, lowest first: NoWindow < NotApproved < ApprovalStale < NotDesignated <
+IdentityExpired < OutsideWorkHours. A ticket that does not match the policy's ticketPattern
+counts as NotApproved: the window is not approved *under this policy's rules*.
+
+Nothing escapes: any exception while deciding becomes a deny (reason Invalid, mode Enforce)
+whose message names the error — failing closed, as the spec's failure posture demands.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controller.model import crds, review
+from controller.policy import approvals, explain, index, matching, validation
+
+BUILTIN_EXEMPT_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
+BUILTIN_EXEMPT_GROUPS = frozenset({"system:nodes", "system:serviceaccounts:kube-system"})
+
+BOOKKEEPING_METADATA = frozenset({"managedFields", "resourceVersion", "generation"})
+"""Metadata the API server or field manager maintains; a change to only these is not a change.
+
+``kubectl.kubernetes.io/last-applied-configuration`` is deliberately *not* here: it is user
+data that steers the next ``kubectl apply`` (it decides which fields that apply deletes), so
+changing it changes behaviour. A GitOps re-apply of an unchanged manifest leaves it unchanged
+anyway, so the re-apply is still a no-op.
+"""
+
+_STRICTNESS = {crds.Enforcement.ENFORCE: 2, crds.Enforcement.WARN: 1, crds.Enforcement.AUDIT: 0}
+
+
+class Reason(enum.StrEnum):
+    # allow reasons
+    NOT_CONTROLLED = "NotControlled"
+    EXEMPT = "Exempt"
+    EMERGENCY = "Emergency"
+    WINDOW = "Window"
+    NO_OP = "NoOp"
+    STATUS_SUBRESOURCE = "StatusSubresource"
+    VALID = "Valid"
+    # deny reasons (the spec's)
+    NO_WINDOW = "NoWindow"
+    NOT_APPROVED = "NotApproved"
+    APPROVAL_STALE = "ApprovalStale"
+    NOT_DESIGNATED = "NotDesignated"
+    OUTSIDE_WORK_HOURS = "OutsideWorkHours"
+    IDENTITY_EXPIRED = "IdentityExpired"
+    BLACKOUT = "Blackout"
+    INVALID = "Invalid"
+    STARTING = "Starting"
+
+
+_PROGRESS = {
+    Reason.NO_WINDOW: 0,
+    Reason.NOT_APPROVED: 1,
+    Reason.APPROVAL_STALE: 2,
+    Reason.NOT_DESIGNATED: 3,
+    Reason.IDENTITY_EXPIRED: 4,
+    Reason.OUTSIDE_WORK_HOURS: 5,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a decision needs from an AdmissionRequest, flattened and immutable."""
+
+    uid: str
+    user: str
+    groups: tuple[str, ...]
+    operation: str  # CREATE | UPDATE | DELETE | CONNECT
+    api_group: str
+    api_version: str
+    resource: str
+    subresource: str  # "" if none
+    kind: str
+    namespace: str
+    name: str
+    dry_run: bool
+    object: Mapping[str, Any] | None = None
+    old_object: Mapping[str, Any] | None = None
+
+
+def request_from_review(r: review.AdmissionRequest) -> Request:
+    return Request(
+        uid=r.uid,
+        user=r.user_info.username,
+        groups=tuple(r.user_info.groups),
+        operation=r.operation,
+        api_group=r.resource.group,
+        api_version=r.resource.version,
+        resource=r.resource.resource,
+        subresource=r.sub_resource or "",
+        kind=r.kind.kind,
+        namespace=r.namespace or "",
+        name=r.name or "",
+        dry_run=bool(r.dry_run),
+        object=r.object,
+        old_object=r.old_object,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool  # what the webhook answers
+    outcome: Literal["allow", "deny"]  # what the policies concluded (Warn/Audit admit a deny)
+    reason: Reason
+    mode: crds.Enforcement | None  # enforcement of the deciding policy (None: not controlled)
+    message: str  # one actionable line (denials, Warn); "" when nothing to say
+    policy: str | None
+    window: str | None
+    ticket: str | None
+    approvers: tuple[str, ...]
+    identity: str | None
+    emergency: bool
+    warnings: tuple[str, ...]
+    audit_annotations: Mapping[str, str]
+    field_errors: tuple[tuple[str, str], ...] = ()
+
+
+def decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetime) -> Decision:
+    """Decide one request at ``now``. Never raises: errors become a fail-closed deny."""
+    try:
+        return _decide(request, snapshot=snapshot, now=now)
+    except Exception as e:  # fail closed, with the cause in the message
+        return _decision(
+            allowed=False,
+            outcome="deny",
+            reason=Reason.INVALID,
+            mode=crds.Enforcement.ENFORCE,
+            message=explain.internal_error(e),
+            request=request,
+        )
+
+
+def is_builtin_exempt(*, user: str, groups: tuple[str, ...] | list[str]) -> bool:
+    return user in BUILTIN_EXEMPT_USERS or any(g in BUILTIN_EXEMPT_GROUPS for g in groups)
+
+
+def is_bookkeeping_update(obj: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -> bool:
+    """True when ``obj`` and ``old`` differ at most in ``BOOKKEEPING_METADATA``."""
+    if obj is None or old is None:
+        return False
+    return _without_bookkeeping(obj) == _without_bookkeeping(old)
+
+
+def _without_bookkeeping(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, Mapping):
+        out["metadata"] = {k: v for k, v in meta.items() if k not in BOOKKEEPING_METADATA}
+    return out
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """One policy's conclusion about the request."""
+
+    policy: index.CompiledPolicy
+    allow: bool
+    reason: Reason
+    why: str = ""
+    next_step: str = ""
+    window: index.CompiledWindow | None = None
+    identity: str | None = None
+    approvers: tuple[str, ...] = ()
+    closes: datetime.datetime | None = None
+
+
+@dataclass(slots=True)
+class _Context:
+    request: Request
+    snapshot: index.Snapshot
+    now: datetime.datetime
+    name: str
+    windows: list[index.CompiledWindow]
+    identities: dict[str, index.CompiledIdentity]
+    zone: str | None
+    builtin_exempt: bool
+    _next_hint: str | None = field(default=None)
+
+
+def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetime) -> Decision:
+    if request.subresource == "status":
+        return _decision(
+            allowed=True,
+            outcome="allow",
+            reason=Reason.STATUS_SUBRESOURCE,
+            mode=None,
+            request=request,
+        )
+    if request.api_group == crds.GROUP:
+        return _validate_own(request, snapshot=snapshot, now=now)
+
+    policies = snapshot.controlling_policies(
+        api_group=request.api_group,
+        resource=request.resource,
+        subresource=request.subresource,
+        operation=request.operation,
+        namespace=request.namespace,
+    )
+    if not policies:
+        return _decision(
+            allowed=True, outcome="allow", reason=Reason.NOT_CONTROLLED, mode=None, request=request
+        )
+    strictest = max((p.policy.spec.enforcement for p in policies), key=_STRICTNESS.__getitem__)
+    if request.operation == "UPDATE" and is_bookkeeping_update(request.object, request.old_object):
+        return _decision(
+            allowed=True, outcome="allow", reason=Reason.NO_OP, mode=strictest, request=request
+        )
+
+    ctx = _context(request, snapshot=snapshot, now=now)
+    verdicts = [_evaluate(p, ctx) for p in policies]
+    denying = [v for v in verdicts if not v.allow]
+    if denying:
+        return _deny(denying, ctx)
+    return _allow(verdicts, ctx)
+
+
+def _context(request: Request, *, snapshot: index.Snapshot, now: datetime.datetime) -> _Context:
+    name = matching.request_object_name(name=request.name, obj=request.object)
+    windows = snapshot.covering_windows(
+        api_group=request.api_group,
+        resource=request.resource,
+        subresource=request.subresource,
+        operation=request.operation,
+        namespace=request.namespace,
+        name=name,
+    )
+    identities = {
+        i.name: i for i in snapshot.identities_for(user=request.user, groups=request.groups)
+    }
+    zone = next((i.zone for i in identities.values() if i.zone), None)
+    exempt = snapshot.builtin_exemptions and is_builtin_exempt(
+        user=request.user, groups=request.groups
+    )
+    if snapshot.self_subject is not None and matching.subject_matches(
+        snapshot.self_subject, user=request.user, groups=request.groups
+    ):
+        exempt = True
+    return _Context(
+        request=request,
+        snapshot=snapshot,
+        now=now,
+        name=name,
+        windows=windows,
+        identities=identities,
+        zone=zone,
+        builtin_exempt=exempt,
+    )
+
+
+def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
+    """One policy's verdict, following the spec's step 2 in order."""
+    req, now = ctx.request, ctx.now
+    spec = p.policy.spec
+    if ctx.builtin_exempt or any(
+        matching.subject_matches(s, user=req.user, groups=req.groups) for s in spec.exempt_subjects
+    ):
+        return _Verdict(policy=p, allow=True, reason=Reason.EXEMPT)
+
+    for w in ctx.windows:
+        if not w.emergency or not approvals.emergency_allowed_by(p.policy, w.window):
+            continue
+        interval = w.timeline.interval_at(now)
+        if interval is None:
+            continue
+        identity = _names_requester(w, ctx)
+        if identity is not None:
+            return _Verdict(
+                policy=p,
+                allow=True,
+                reason=Reason.EMERGENCY,
+                window=w,
+                identity=identity or None,
+                closes=interval.end,
+            )
+
+    active_blackout = p.active_blackout(now)
+    if active_blackout is not None:
+        blackout, interval = active_blackout
+        zone = blackout.holidays.time_zone if blackout.holidays is not None else ctx.zone
+        return _Verdict(
+            policy=p,
+            allow=False,
+            reason=Reason.BLACKOUT,
+            why=explain.blackout(name=blackout.name, until=interval.end, zone=zone, now=now),
+        )
+
+    best: _Verdict | None = None
+    for w in ctx.windows:
+        verdict = _through_window(p, w, ctx)
+        if verdict.allow:
+            return verdict
+        if best is None or _PROGRESS[verdict.reason] > _PROGRESS[best.reason]:
+            best = verdict
+    if best is None or best.reason is Reason.NO_WINDOW:
+        return _Verdict(
+            policy=p,
+            allow=False,
+            reason=Reason.NO_WINDOW,
+            why=explain.no_window(),
+            next_step=_next_window_hint(ctx),
+        )
+    return best
+
+
+def _names_requester(w: index.CompiledWindow, ctx: _Context) -> str | None:
+    """For an emergency window: "" if the requester created it, an identity name if one of
+    its (valid) identities matches, None otherwise."""
+    if w.window.spec.requester == ctx.request.user:
+        return ""
+    for name in w.window.spec.identities:
+        ident = ctx.identities.get(name)
+        if ident is not None and not ident.identity.spec.suspended and not ident.expired(ctx.now):
+            return name
+    return None
+
+
+def _through_window(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _Verdict:
+    """Walk one window through active -> approved -> designated -> valid -> work hours."""
+    now, req = ctx.now, ctx.request
+    spec = w.window.spec
+    label = explain.window_label(ticket=spec.ticket, name=w.name)
+    interval = w.timeline.interval_at(now)
+    if interval is None:
+        return _Verdict(policy=p, allow=False, reason=Reason.NO_WINDOW, window=w)
+
+    state = approvals.approval_state(
+        w.window, current_hash=w.spec_hash, required=p.policy.spec.approval.required
+    )
+    if not state.approved:
+        if state.stale:
+            why = explain.approval_stale(
+                window=label, valid=len(state.valid), required=state.required, stale=state.stale
+            )
+            reason = Reason.APPROVAL_STALE
+        else:
+            why = explain.not_approved(
+                window=label,
+                valid=len(state.valid),
+                required=state.required,
+                approvers=state.valid,
+                groups=p.policy.spec.approval.approver_groups,
+            )
+            reason = Reason.NOT_APPROVED
+        return _Verdict(policy=p, allow=False, reason=reason, why=why, window=w)
+    if not p.ticket_ok(spec.ticket):
+        why = explain.ticket_mismatch(
+            window=label, ticket=spec.ticket, pattern=p.policy.spec.ticket_pattern or ""
+        )
+        return _Verdict(policy=p, allow=False, reason=Reason.NOT_APPROVED, why=why, window=w)
+
+    designated = [ctx.identities[n] for n in spec.identities if n in ctx.identities]
+    if not designated:
+        why = explain.not_designated(window=label, user=req.user, identities=spec.identities)
+        return _Verdict(policy=p, allow=False, reason=Reason.NOT_DESIGNATED, why=why, window=w)
+
+    usable = [i for i in designated if not i.identity.spec.suspended and not i.expired(now)]
+    if not usable:
+        first = designated[0]
+        until = first.identity.spec.valid_until
+        if first.identity.spec.suspended or until is None:
+            why = explain.identity_suspended(identity=first.name)
+        else:
+            why = explain.identity_expired(identity=first.name, at=until, now=now)
+        return _Verdict(policy=p, allow=False, reason=Reason.IDENTITY_EXPIRED, why=why, window=w)
+
+    for ident in usable:
+        if ident.work_hours is None or ident.work_hours.is_open(now):
+            return _Verdict(
+                policy=p,
+                allow=True,
+                reason=Reason.WINDOW,
+                window=w,
+                identity=ident.name,
+                approvers=state.valid,
+                closes=interval.end,
+            )
+    first = usable[0]
+    assert first.work_hours is not None  # every usable identity has work hours here
+    upcoming = first.work_hours.next_interval(now)
+    why = explain.outside_work_hours(
+        identity=first.name,
+        user=req.user,
+        next_start=upcoming.start if upcoming is not None else None,
+        zone=first.zone,
+        now=now,
+    )
+    return _Verdict(
+        policy=p,
+        allow=False,
+        reason=Reason.OUTSIDE_WORK_HOURS,
+        why=why,
+        window=w,
+        identity=first.name,
+    )
+
+
+def _next_window_hint(ctx: _Context) -> str:
+    """ "Next: window CHG-1234 "..." opens ..." for the earliest covering window to open."""
+    if ctx._next_hint is not None:
+        return ctx._next_hint
+    best: tuple[datetime.datetime, index.CompiledWindow] | None = None
+    for w in ctx.windows:
+        upcoming = w.timeline.next_interval(ctx.now)
+        if upcoming is not None and (best is None or upcoming.start < best[0]):
+            best = (upcoming.start, w)
+    if best is None:
+        hint = "Next: request a change window (kubectl changegate request)."
+    else:
+        opens, w = best
+        spec = w.window.spec
+        zone = ctx.zone or (spec.schedule.time_zone if spec.schedule.time_zone else None)
+        label = explain.window_label(ticket=spec.ticket, name=w.name, description=spec.description)
+        hint = explain.next_window(label=label, opens=opens, zone=zone, now=ctx.now)
+    ctx._next_hint = hint
+    return hint
+
+
+def _deny(denying: list[_Verdict], ctx: _Context) -> Decision:
+    req = ctx.request
+    chosen = max(denying, key=lambda v: _STRICTNESS[v.policy.policy.spec.enforcement])
+    spec = chosen.policy.policy.spec
+    message = explain.denial(
+        operation=req.operation,
+        resource=explain.resource_label(
+            api_group=req.api_group, resource=req.resource, subresource=req.subresource
+        ),
+        obj=explain.object_label(namespace=req.namespace, name=ctx.name),
+        user=req.user,
+        why=chosen.why,
+        policy=chosen.policy.name,
+        next_step=chosen.next_step,
+        contact=spec.message.contact,
+        docs_url=spec.message.docs_url,
+    )
+    mode = spec.enforcement
+    return _decision(
+        allowed=mode is not crds.Enforcement.ENFORCE,
+        outcome="deny",
+        reason=chosen.reason,
+        mode=mode,
+        message=message,
+        request=req,
+        verdict=chosen,
+        warnings=(message,) if mode is crds.Enforcement.WARN else (),
+    )
+
+
+def _allow(verdicts: list[_Verdict], ctx: _Context) -> Decision:
+    chosen = next((v for v in verdicts if v.reason is Reason.EMERGENCY), None)
+    chosen = chosen or next((v for v in verdicts if v.reason is Reason.WINDOW), verdicts[0])
+    warnings: list[str] = []
+    for v in verdicts:
+        if v.reason is Reason.EMERGENCY and v.window is not None:
+            spec = v.window.window.spec
+            text = explain.emergency(
+                window=explain.window_label(ticket=spec.ticket, name=v.window.name),
+                reason=spec.emergency.reason if spec.emergency else "",
+            )
+            if text not in warnings:
+                warnings.append(text)
+    for v in verdicts:
+        if (
+            v.window is not None
+            and v.closes is not None
+            and v.closes - ctx.now <= explain.CLOSING_SOON
+        ):
+            spec = v.window.window.spec
+            text = explain.closing_soon(
+                window=explain.window_label(ticket=spec.ticket, name=v.window.name),
+                closes=v.closes,
+                zone=ctx.zone or spec.schedule.time_zone,
+                now=ctx.now,
+            )
+            if text not in warnings:
+                warnings.append(text)
+    return _decision(
+        allowed=True,
+        outcome="allow",
+        reason=chosen.reason,
+        mode=chosen.policy.policy.spec.enforcement,
+        request=ctx.request,
+        verdict=chosen,
+        warnings=tuple(warnings),
+    )
+
+
+def _validate_own(
+    request: Request, *, snapshot: index.Snapshot, now: datetime.datetime
+) -> Decision:
+    result = validation.validate(request, snapshot=snapshot, now=now)
+    if result.errors:
+        what = explain.object_label(namespace=request.namespace, name=request.name)
+        details = "; ".join(f"{path}: {msg}" for path, msg in result.errors)
+        return _decision(
+            allowed=False,
+            outcome="deny",
+            reason=Reason.INVALID,
+            mode=crds.Enforcement.ENFORCE,
+            message=f"changegate denied {request.operation} {request.resource}.{crds.GROUP} {what} for {request.user}: {details}",
+            request=request,
+            field_errors=result.errors,
+        )
+    return _decision(
+        allowed=True,
+        outcome="allow",
+        reason=Reason.VALID,
+        mode=None,
+        request=request,
+        warnings=result.warnings,
+    )
+
+
+def _decision(
+    *,
+    allowed: bool,
+    outcome: Literal["allow", "deny"],
+    reason: Reason,
+    mode: crds.Enforcement | None,
+    request: Request,
+    message: str = "",
+    verdict: _Verdict | None = None,
+    warnings: tuple[str, ...] = (),
+    field_errors: tuple[tuple[str, str], ...] = (),
+) -> Decision:
+    w = verdict.window if verdict is not None else None
+    policy = verdict.policy.name if verdict is not None else None
+    window = w.name if w is not None else None
+    ticket = w.window.spec.ticket if w is not None else None
+    approvers = verdict.approvers if verdict is not None else ()
+    identity = verdict.identity if verdict is not None else None
+    emergency = reason is Reason.EMERGENCY
+    annotations = {
+        "decision": outcome,
+        "reason": str(reason),
+        "mode": str(mode) if mode is not None else "",
+        "policy": policy or "",
+        "window": window or "",
+        "ticket": ticket or "",
+        "approvers": ",".join(approvers),
+        "identity": identity or "",
+    }
+    if emergency:
+        annotations["emergency"] = "true"
+    if request.dry_run:
+        annotations["dryRun"] = "true"
+    return Decision(
+        allowed=allowed,
+        outcome=outcome,
+        reason=reason,
+        mode=mode,
+        message=message,
+        policy=policy,
+        window=window,
+        ticket=ticket,
+        approvers=approvers,
+        identity=identity,
+        emergency=emergency,
+        warnings=warnings,
+        audit_annotations=annotations,
+        field_errors=field_errors,
+    )

@@ -1,0 +1,450 @@
+"""Snapshot: an immutable, indexed view of policies, identities, windows and namespaces.
+
+The webhook decides every request from one Snapshot, with no API call and no scan over every
+window: windows are indexed by (namespace, apiGroup, resource) — with the rule's own
+wildcards as keys, so a lookup is a few dict probes (see ``matching.resource_patterns``) —
+policies by (apiGroup, resource), identities by subject. Window targets that use a
+``namespaceSelector`` are indexed by resource only and their selector is evaluated per request
+against the namespace's current labels, so a namespace relabel needs no re-index.
+
+Expensive derived values are computed lazily and kept: a window's compiled Timeline (cron
+parsing), its specHash (canonical JSON + SHA-256), and the last "open interval" answer of each
+timeline together with the span of time it stays true. Decisions at nearby times then cost a
+comparison instead of a cron walk. These caches are pure functions of immutable inputs, so
+sharing them between snapshots (``Snapshot.build(previous=...)``) is safe; the store uses
+that to rebuild after a watch event without recompiling 10,000 windows.
+
+specHash. With ``raw_window_specs`` the hash is of the spec exactly as the API server stores
+it — what the operator publishes and approvers sign. Without it (tests, tools) the spec is
+re-serialised from the model (by alias, ``exclude_none``); the two agree only when the raw
+spec was written in canonical forms (``2h`` not ``120m``, no explicit defaults), so the
+operator always passes raw specs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from controller.model import crds
+from controller.policy import approvals, matching, schedules
+
+FAR_FUTURE = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+_EMPTY_LABELS: Mapping[str, str] = {}
+
+
+class CachedTimeline:
+    """A Timeline that remembers its last answer and for how long it stays true.
+
+    ``interval_at(t)`` is constant on [lo, hi): inside an interval that is the interval
+    itself; outside, it is from ``t`` up to the next interval's start. Repeated questions in
+    that span (the common case: many requests in the same minute) cost two comparisons.
+    The timeline itself is built on first use, so a snapshot of 10,000 windows does not parse
+    10,000 crons up front.
+    """
+
+    __slots__ = ("_factory", "_hi", "_interval", "_lo", "_timeline")
+
+    def __init__(self, factory: Callable[[], schedules.Timeline]) -> None:
+        self._factory = factory
+        self._timeline: schedules.Timeline | None = None
+        self._lo: datetime.datetime | None = None
+        self._hi: datetime.datetime = FAR_FUTURE
+        self._interval: schedules.Interval | None = None
+
+    @property
+    def timeline(self) -> schedules.Timeline:
+        if self._timeline is None:
+            self._timeline = self._factory()
+        return self._timeline
+
+    def interval_at(self, t: datetime.datetime) -> schedules.Interval | None:
+        lo = self._lo
+        if lo is not None and lo <= t < self._hi:
+            return self._interval
+        timeline = self.timeline
+        interval = timeline.interval_at(t)
+        if interval is not None:
+            lo, hi = interval.start, interval.end
+        else:
+            upcoming = timeline.next_interval(t)
+            lo, hi = t, (upcoming.start if upcoming is not None else FAR_FUTURE)
+        self._lo, self._hi, self._interval = lo, hi, interval
+        return interval
+
+    def is_open(self, t: datetime.datetime) -> bool:
+        return self.interval_at(t) is not None
+
+    def next_interval(self, t: datetime.datetime) -> schedules.Interval | None:
+        return self.timeline.next_interval(t)
+
+
+class CompiledWindow:
+    """A ChangeWindow with its timeline and specHash, computed once and kept."""
+
+    __slots__ = ("_hash", "name", "raw_spec", "timeline", "window")
+
+    def __init__(self, window: crds.ChangeWindow, raw_spec: Mapping[str, Any] | None) -> None:
+        self.name = window.metadata.name
+        self.window = window
+        self.raw_spec = raw_spec
+        schedule = window.spec.schedule
+        self.timeline = CachedTimeline(lambda: schedules.from_schedule(schedule))
+        self._hash: str | None = None
+
+    @property
+    def spec_hash(self) -> str:
+        if self._hash is None:
+            raw = (
+                self.raw_spec
+                if self.raw_spec is not None
+                else approvals.model_spec(self.window.spec)
+            )
+            self._hash = approvals.spec_hash(raw)
+        return self._hash
+
+    @property
+    def emergency(self) -> bool:
+        return self.window.spec.emergency is not None
+
+    def covers(
+        self,
+        *,
+        api_group: str,
+        resource: str,
+        subresource: str,
+        operation: str,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str],
+    ) -> bool:
+        return any(
+            matching.target_covers(
+                t,
+                api_group=api_group,
+                resource=resource,
+                subresource=subresource,
+                operation=operation,
+                namespace=namespace,
+                name=name,
+                labels=labels,
+            )
+            for t in self.window.spec.targets
+        )
+
+
+class CompiledPolicy:
+    """A ChangePolicy with compiled ticket pattern and cached blackout timelines."""
+
+    __slots__ = ("blackouts", "name", "policy", "ticket_re")
+
+    def __init__(self, policy: crds.ChangePolicy) -> None:
+        self.name = policy.metadata.name
+        self.policy = policy
+        pattern = policy.spec.ticket_pattern
+        self.ticket_re: re.Pattern[str] | None = re.compile(pattern) if pattern else None
+        self.blackouts: tuple[tuple[crds.Blackout, CachedTimeline], ...] = tuple(
+            (b, CachedTimeline(_blackout_factory(b))) for b in policy.spec.blackouts
+        )
+
+    def ticket_ok(self, ticket: str) -> bool:
+        return self.ticket_re is None or self.ticket_re.search(ticket) is not None
+
+    def active_blackout(
+        self, t: datetime.datetime
+    ) -> tuple[crds.Blackout, schedules.Interval] | None:
+        for blackout, timeline in self.blackouts:
+            interval = timeline.interval_at(t)
+            if interval is not None:
+                return blackout, interval
+        return None
+
+
+def _blackout_factory(b: crds.Blackout) -> Callable[[], schedules.Timeline]:
+    return lambda: schedules.blackout(b)
+
+
+class CompiledIdentity:
+    """An AuthorizedIdentity with its (cached) work-hours timeline."""
+
+    __slots__ = ("identity", "name", "work_hours")
+
+    def __init__(self, identity: crds.AuthorizedIdentity) -> None:
+        self.name = identity.metadata.name
+        self.identity = identity
+        wh = identity.spec.work_hours
+        self.work_hours: CachedTimeline | None = (
+            CachedTimeline(lambda: schedules.work_hours(wh)) if wh is not None else None
+        )
+
+    def matches(self, *, user: str, groups: Iterable[str]) -> bool:
+        return any(
+            matching.subject_matches(s, user=user, groups=groups)
+            for s in self.identity.spec.subjects
+        )
+
+    def expired(self, t: datetime.datetime) -> bool:
+        until = self.identity.spec.valid_until
+        return until is not None and t >= until
+
+    @property
+    def zone(self) -> str | None:
+        wh = self.identity.spec.work_hours
+        return wh.time_zone if wh is not None else None
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_Key3 = tuple[str, str, str]
+_Key2 = tuple[str, str]
+
+
+class Snapshot:
+    """Immutable view the webhook decides from. Build it with ``Snapshot.build``."""
+
+    def __init__(
+        self,
+        *,
+        policies: dict[str, CompiledPolicy],
+        identities: dict[str, CompiledIdentity],
+        windows: dict[str, CompiledWindow],
+        namespaces: Mapping[str, Mapping[str, str]],
+        builtin_exemptions: bool,
+        self_subject: crds.Subject | None,
+    ) -> None:
+        self.compiled_policies = policies
+        self.compiled_identities = identities
+        self.compiled_windows = windows
+        self.policies: Mapping[str, crds.ChangePolicy] = {n: p.policy for n, p in policies.items()}
+        self.identities: Mapping[str, crds.AuthorizedIdentity] = {
+            n: i.identity for n, i in identities.items()
+        }
+        self.windows: Mapping[str, crds.ChangeWindow] = {n: w.window for n, w in windows.items()}
+        self.namespaces = namespaces
+        self.builtin_exemptions = builtin_exemptions
+        self.self_subject = self_subject
+
+        self._policies_by_resource: dict[_Key2, list[CompiledPolicy]] = {}
+        for p in sorted(policies.values(), key=lambda p: p.name):
+            for key in _rule_keys(p.policy.spec.match.resources):
+                bucket = self._policies_by_resource.setdefault(key, [])
+                if not bucket or bucket[-1] is not p:
+                    bucket.append(p)
+
+        self._windows_by_namespace: dict[_Key3, list[CompiledWindow]] = {}
+        self._windows_by_selector: dict[_Key2, list[CompiledWindow]] = {}
+        self._windows_by_identity: dict[str, list[CompiledWindow]] = {}
+        for w in windows.values():
+            for target in w.window.spec.targets:
+                keys = _rule_keys(target.resources)
+                for ns in target.namespaces:
+                    for g, r in keys:
+                        _add(self._windows_by_namespace, (ns, g, r), w)
+                if target.namespace_selector is not None:
+                    for key in keys:
+                        _add(self._windows_by_selector, key, w)
+            for ident in w.window.spec.identities:
+                _add(self._windows_by_identity, ident, w)
+
+        self._identities_by_subject: dict[_Key2, list[CompiledIdentity]] = {}
+        for i in sorted(identities.values(), key=lambda i: i.name):
+            for s in i.identity.spec.subjects:
+                _add(self._identities_by_subject, matching.subject_key(s), i)
+
+        self._policies_for_window: dict[str, tuple[CompiledPolicy, ...]] = {}
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        policies: Iterable[crds.ChangePolicy],
+        identities: Iterable[crds.AuthorizedIdentity],
+        windows: Iterable[crds.ChangeWindow],
+        namespaces: Mapping[str, Mapping[str, str]],
+        raw_window_specs: Mapping[str, Mapping[str, Any]] | None = None,
+        builtin_exemptions: bool = True,
+        self_subject: crds.Subject | None = None,
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
+        """Index the given objects. ``previous`` lends its compiled objects where unchanged.
+
+        "Unchanged" is object identity (``is``) of the model and the raw spec: the store keeps
+        the same objects until a watch event replaces them, so this is exact and O(1).
+        """
+        raws = raw_window_specs or {}
+        prev_p = previous.compiled_policies if previous is not None else {}
+        prev_i = previous.compiled_identities if previous is not None else {}
+        prev_w = previous.compiled_windows if previous is not None else {}
+
+        cp: dict[str, CompiledPolicy] = {}
+        for p in policies:
+            old_p = prev_p.get(p.metadata.name)
+            cp[p.metadata.name] = (
+                old_p if old_p is not None and old_p.policy is p else CompiledPolicy(p)
+            )
+        ci: dict[str, CompiledIdentity] = {}
+        for i in identities:
+            old_i = prev_i.get(i.metadata.name)
+            ci[i.metadata.name] = (
+                old_i if old_i is not None and old_i.identity is i else CompiledIdentity(i)
+            )
+        cw: dict[str, CompiledWindow] = {}
+        for w in windows:
+            name = w.metadata.name
+            raw = raws.get(name)
+            old_w = prev_w.get(name)
+            if old_w is not None and old_w.window is w and old_w.raw_spec is raw:
+                cw[name] = old_w
+            else:
+                cw[name] = CompiledWindow(w, raw)
+        return cls(
+            policies=cp,
+            identities=ci,
+            windows=cw,
+            namespaces=dict(namespaces),
+            builtin_exemptions=builtin_exemptions,
+            self_subject=self_subject,
+        )
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        return self.namespaces.get(namespace, _EMPTY_LABELS) if namespace else _EMPTY_LABELS
+
+    def controlling_policies(
+        self,
+        *,
+        api_group: str,
+        resource: str,
+        subresource: str,
+        operation: str,
+        namespace: str,
+    ) -> list[CompiledPolicy]:
+        """Every policy whose ``match`` covers the request, in name order."""
+        labels = self.namespace_labels(namespace)
+        found: list[CompiledPolicy] = []
+        for key in _request_keys(api_group, resource, subresource):
+            for p in self._policies_by_resource.get(key, ()):
+                if p not in found and matching.policy_covers(
+                    p.policy,
+                    api_group=api_group,
+                    resource=resource,
+                    subresource=subresource,
+                    operation=operation,
+                    namespace=namespace,
+                    labels=labels,
+                ):
+                    found.append(p)
+        found.sort(key=lambda p: p.name)
+        return found
+
+    def covering_windows(
+        self,
+        *,
+        api_group: str,
+        resource: str,
+        subresource: str,
+        operation: str,
+        namespace: str,
+        name: str,
+    ) -> list[CompiledWindow]:
+        """Every window with a target covering the request, in name order."""
+        labels = self.namespace_labels(namespace)
+        candidates: dict[str, CompiledWindow] = {}
+        for g, r in _request_keys(api_group, resource, subresource):
+            for w in self._windows_by_namespace.get((namespace, g, r), ()):
+                candidates[w.name] = w
+            for w in self._windows_by_selector.get((g, r), ()):
+                candidates[w.name] = w
+        found = [
+            w
+            for w in candidates.values()
+            if w.covers(
+                api_group=api_group,
+                resource=resource,
+                subresource=subresource,
+                operation=operation,
+                namespace=namespace,
+                name=name,
+                labels=labels,
+            )
+        ]
+        found.sort(key=lambda w: w.name)
+        return found
+
+    def identities_for(self, *, user: str, groups: Iterable[str]) -> list[CompiledIdentity]:
+        """Identities with a subject matching the user, in name order."""
+        found: dict[str, CompiledIdentity] = {}
+        for key in matching.request_subject_keys(user=user, groups=groups):
+            for i in self._identities_by_subject.get(key, ()):
+                found[i.name] = i
+        return [found[n] for n in sorted(found)]
+
+    def windows_naming_identity(self, identity: str) -> list[CompiledWindow]:
+        return list(self._windows_by_identity.get(identity, ()))
+
+    def policies_for_window(self, window: crds.ChangeWindow) -> tuple[CompiledPolicy, ...]:
+        """Policies that control some target of ``window`` (whose approval rules apply).
+
+        A target's namespaces are its listed ones plus those whose current labels match its
+        selector; a policy with no namespace scope controls every namespace.
+        """
+        name = window.metadata.name
+        compiled = self.compiled_windows.get(name)
+        cacheable = compiled is not None and compiled.window is window
+        if cacheable and name in self._policies_for_window:
+            return self._policies_for_window[name]
+        result = tuple(
+            p
+            for p in sorted(self.compiled_policies.values(), key=lambda p: p.name)
+            if any(self._policy_controls_target(p.policy, t) for t in window.spec.targets)
+        )
+        if cacheable:
+            self._policies_for_window[name] = result
+        return result
+
+    def _policy_controls_target(self, policy: crds.ChangePolicy, target: crds.WindowTarget) -> bool:
+        match = policy.spec.match
+        if not any(matching.rules_overlap(a, b) for a in match.resources for b in target.resources):
+            return False
+        if not match.namespaces and match.namespace_selector is None:
+            return True
+        namespaces = set(target.namespaces)
+        if target.namespace_selector is not None:
+            namespaces.update(
+                ns
+                for ns, labels in self.namespaces.items()
+                if matching.selector_matches(target.namespace_selector, labels)
+            )
+        return any(
+            matching.policy_namespace_covers(match, namespace=ns, labels=self.namespace_labels(ns))
+            for ns in namespaces
+        )
+
+
+def _rule_keys(rules: Iterable[crds.ResourceRule]) -> list[_Key2]:
+    keys: list[_Key2] = []
+    for rule in rules:
+        for g in rule.api_groups:
+            for r in rule.resources:
+                if (g, r) not in keys:
+                    keys.append((g, r))
+    return keys
+
+
+def _request_keys(api_group: str, resource: str, subresource: str) -> list[_Key2]:
+    return [
+        (g, r)
+        for g in matching.group_patterns(api_group)
+        for r in matching.resource_patterns(resource, subresource)
+    ]
+
+
+def _add(index: dict[_K, list[_V]], key: _K, value: _V) -> None:
+    bucket = index.get(key)
+    if bucket is None:
+        index[key] = [value]
+    elif bucket[-1] is not value:
+        bucket.append(value)

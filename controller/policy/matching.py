@@ -1,0 +1,250 @@
+"""Who and what a rule covers: policy ``match``, window targets, subjects, label selectors.
+
+The semantics follow Kubernetes wherever Kubernetes already has an answer, so platform teams
+can reuse what they know from RBAC and admission webhook rules:
+
+- ``apiGroups: ["*"]`` is every group; ``""`` is the core group.
+- ``resources``: ``pods`` is the resource only, ``pods/exec`` one subresource, ``pods/*``
+  every subresource of pods, ``*`` every resource (no subresources), ``*/*`` everything,
+  ``*/scale`` the scale subresource of every resource.
+- ``operations: ["*"]`` is every operation, CONNECT included.
+- Label selectors: ``matchLabels`` and ``matchExpressions`` are ANDed; an empty selector
+  matches every namespace.
+
+Namespaces. A policy's ``namespaces`` and ``namespaceSelector`` are a union (a namespace is
+covered when it is listed *or* its labels match), then ``excludeNamespaces`` is subtracted;
+neither set means every namespace. A cluster-scoped request (namespace ``""``) is covered
+only by a policy that names neither: a policy scoped to namespaces says nothing about
+cluster-scoped objects, so it must not gate them. A window target always names namespaces or
+a selector (the CRD requires one); an *empty* ``namespaceSelector: {}`` means "everywhere"
+and is the way a window covers cluster-scoped objects.
+
+A namespace the index has not seen (just created, or the watch lags) has no labels, so only
+selectors that match an empty label set (``NotIn``/``DoesNotExist``) cover it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from controller.model import crds
+
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+
+
+def resource_string(resource: str, subresource: str) -> str:
+    """``deployments`` + ``scale`` -> ``deployments/scale`` (the form rules are written in)."""
+    return f"{resource}/{subresource}" if subresource else resource
+
+
+def resource_patterns(resource: str, subresource: str) -> tuple[str, ...]:
+    """Every rule ``resources`` entry that covers this resource, wildcards included.
+
+    Used both to match and as index keys, so a lookup is a handful of dict probes instead of
+    a scan over every rule.
+    """
+    if subresource:
+        return (f"{resource}/{subresource}", f"{resource}/*", f"*/{subresource}", "*/*")
+    return (resource, "*", "*/*")
+
+
+def group_patterns(api_group: str) -> tuple[str, ...]:
+    return (api_group, "*")
+
+
+def rule_covers(
+    rule: crds.ResourceRule,
+    *,
+    api_group: str,
+    resource: str,
+    subresource: str,
+    operation: str,
+) -> bool:
+    """Whether one RBAC-style rule covers (group, resource/subresource, operation)."""
+    if api_group not in rule.api_groups and "*" not in rule.api_groups:
+        return False
+    if not any(op == operation or op == crds.Operation.ALL for op in rule.operations):
+        return False
+    patterns = resource_patterns(resource, subresource)
+    return any(r in patterns for r in rule.resources)
+
+
+def rules_cover(
+    rules: Iterable[crds.ResourceRule],
+    *,
+    api_group: str,
+    resource: str,
+    subresource: str,
+    operation: str,
+) -> bool:
+    return any(
+        rule_covers(
+            r, api_group=api_group, resource=resource, subresource=subresource, operation=operation
+        )
+        for r in rules
+    )
+
+
+def selector_matches(selector: crds.LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label selector semantics: every term must hold; empty selects everything."""
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        if req.operator == "In":
+            if not present or labels[req.key] not in req.values:
+                return False
+        elif req.operator == "NotIn":
+            if present and labels[req.key] in req.values:
+                return False
+        elif req.operator == "Exists":
+            if not present:
+                return False
+        elif present:  # DoesNotExist
+            return False
+    return True
+
+
+def selector_is_empty(selector: crds.LabelSelector | None) -> bool:
+    return selector is not None and not selector.match_labels and not selector.match_expressions
+
+
+def policy_namespace_covers(
+    match: crds.PolicyMatch, *, namespace: str, labels: Mapping[str, str]
+) -> bool:
+    """Whether a policy's namespace scope covers ``namespace`` ("" = cluster-scoped)."""
+    scoped = bool(match.namespaces) or match.namespace_selector is not None
+    if not namespace:
+        return not scoped
+    if namespace in match.exclude_namespaces:
+        return False
+    if not scoped:
+        return True
+    if namespace in match.namespaces:
+        return True
+    return match.namespace_selector is not None and selector_matches(
+        match.namespace_selector, labels
+    )
+
+
+def policy_covers(
+    policy: crds.ChangePolicy,
+    *,
+    api_group: str,
+    resource: str,
+    subresource: str,
+    operation: str,
+    namespace: str,
+    labels: Mapping[str, str],
+) -> bool:
+    """Whether ``policy.spec.match`` covers a request (the spec's "controlling policy")."""
+    match = policy.spec.match
+    return rules_cover(
+        match.resources,
+        api_group=api_group,
+        resource=resource,
+        subresource=subresource,
+        operation=operation,
+    ) and policy_namespace_covers(match, namespace=namespace, labels=labels)
+
+
+def target_namespace_covers(
+    target: crds.WindowTarget, *, namespace: str, labels: Mapping[str, str]
+) -> bool:
+    if not namespace:
+        return selector_is_empty(target.namespace_selector)
+    if namespace in target.namespaces:
+        return True
+    return target.namespace_selector is not None and selector_matches(
+        target.namespace_selector, labels
+    )
+
+
+def request_object_name(*, name: str, obj: Mapping[str, Any] | None) -> str:
+    """The object's name; on CREATE the API server may only have it in the object's metadata.
+
+    A CREATE with ``generateName`` has no name yet, so it cannot match a target that lists
+    ``names`` — such a target is meant to pin specific objects, and a generated one is not.
+    """
+    if name:
+        return name
+    if obj:
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping):
+            value = meta.get("name")
+            if isinstance(value, str):
+                return value
+    return ""
+
+
+def target_covers(
+    target: crds.WindowTarget,
+    *,
+    api_group: str,
+    resource: str,
+    subresource: str,
+    operation: str,
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+) -> bool:
+    """Whether one window target covers a request (``name`` already resolved for CREATE)."""
+    if target.names and name not in target.names:
+        return False
+    return rules_cover(
+        target.resources,
+        api_group=api_group,
+        resource=resource,
+        subresource=subresource,
+        operation=operation,
+    ) and target_namespace_covers(target, namespace=namespace, labels=labels)
+
+
+def subject_matches(subject: crds.Subject, *, user: str, groups: Iterable[str]) -> bool:
+    """User by username, Group by membership, ServiceAccount by its authenticated username."""
+    if subject.kind == "User":
+        return subject.name == user
+    if subject.kind == "Group":
+        return subject.name in groups
+    return user == f"{SERVICE_ACCOUNT_PREFIX}{subject.namespace}:{subject.name}"
+
+
+def subject_key(subject: crds.Subject) -> tuple[str, str]:
+    """Index key of a subject; ``request_subject_keys`` yields the same keys for a request."""
+    if subject.kind == "ServiceAccount":
+        return ("User", f"{SERVICE_ACCOUNT_PREFIX}{subject.namespace}:{subject.name}")
+    return (subject.kind, subject.name)
+
+
+def request_subject_keys(*, user: str, groups: Iterable[str]) -> list[tuple[str, str]]:
+    keys = [("User", user)]
+    keys.extend(("Group", g) for g in groups)
+    return keys
+
+
+def rules_overlap(a: crds.ResourceRule, b: crds.ResourceRule) -> bool:
+    """Whether some request could match both rules (used to find a window's policies)."""
+    groups = (
+        "*" in a.api_groups or "*" in b.api_groups or bool(set(a.api_groups) & set(b.api_groups))
+    )
+    if not groups:
+        return False
+    ops_a = {str(o) for o in a.operations}
+    ops_b = {str(o) for o in b.operations}
+    if "*" not in ops_a and "*" not in ops_b and not ops_a & ops_b:
+        return False
+    return any(_resources_overlap(x, y) for x in a.resources for y in b.resources)
+
+
+def _resources_overlap(x: str, y: str) -> bool:
+    if x == "*/*" or y == "*/*":
+        return True
+    xr, _, xs = x.partition("/")
+    yr, _, ys = y.partition("/")
+    if bool(xs) != bool(ys):
+        return False
+    same_resource = xr == "*" or yr == "*" or xr == yr
+    same_sub = xs == "*" or ys == "*" or xs == ys
+    return same_resource and same_sub

@@ -1,0 +1,141 @@
+"""The mutable holder the operator feeds and the webhook reads — pure data, no I/O.
+
+The operator calls ``apply`` for every watch event and ``mark_synced`` once a kind's initial
+list is in; the webhook calls ``snapshot()`` per request and decides from the immutable
+Snapshot it gets, so a decision never sees a half-applied event.
+
+Copy-on-write, lazily: ``apply`` only updates plain dicts (O(1)) and marks the snapshot
+stale; the next ``snapshot()`` rebuilds the index once, however many events arrived in
+between, and reuses every compiled window/policy/identity whose object did not change
+(``Snapshot.build(previous=...)``), so cron parsing and spec hashing are never redone for
+untouched windows. bench/decide.py measures both halves at 10,000 windows.
+
+An object that does not validate is left out of the index — and a previously valid version of
+it is removed: an invalid window must not keep granting what its last valid version granted.
+Its field errors are returned (and kept in ``errors``) so the operator can report them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import pydantic
+
+from controller.model import crds
+from controller.policy import index, validation
+
+Kind = Literal["ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace"]
+KINDS: tuple[Kind, ...] = ("ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace")
+
+
+class Store:
+    def __init__(
+        self, *, builtin_exemptions: bool = True, self_subject: crds.Subject | None = None
+    ) -> None:
+        self._builtin_exemptions = builtin_exemptions
+        self._self_subject = self_subject
+        self._policies: dict[str, crds.ChangePolicy] = {}
+        self._identities: dict[str, crds.AuthorizedIdentity] = {}
+        self._windows: dict[str, crds.ChangeWindow] = {}
+        self._raw_specs: dict[str, Mapping[str, Any]] = {}
+        self._namespaces: dict[str, Mapping[str, str]] = {}
+        self._synced: set[str] = set()
+        self._snapshot: index.Snapshot | None = None
+        self._stale = True
+        self._lock = threading.Lock()
+        self.errors: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        """Field errors of objects currently left out, by (kind, name)."""
+
+    def apply(
+        self,
+        kind: Kind,
+        event: Literal["upsert", "delete"],
+        body: Mapping[str, Any],
+    ) -> list[tuple[str, str]]:
+        """Apply one watch event; return field errors if the object was left out."""
+        meta = body.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if not isinstance(name, str) or not name:
+            return [("metadata.name", "missing")]
+        with self._lock:
+            self._stale = True
+            self.errors.pop((kind, name), None)
+            if event == "delete":
+                self._forget(kind, name)
+                return []
+            if kind == "Namespace":
+                labels = meta.get("labels") if isinstance(meta, Mapping) else None
+                self._namespaces[name] = dict(labels) if isinstance(labels, Mapping) else {}
+                return []
+            errors = self._upsert(kind, name, body)
+            if errors:
+                self._forget(kind, name)
+                self.errors[(kind, name)] = errors
+            return errors
+
+    def _upsert(self, kind: Kind, name: str, body: Mapping[str, Any]) -> list[tuple[str, str]]:
+        try:
+            if kind == "ChangePolicy":
+                self._policies[name] = crds.ChangePolicy.model_validate(dict(body))
+            elif kind == "AuthorizedIdentity":
+                self._identities[name] = crds.AuthorizedIdentity.model_validate(dict(body))
+            elif kind == "ChangeWindow":
+                # The status is ours to write; a malformed one must not hide a valid spec.
+                window_body = {k: v for k, v in body.items() if k != "status"}
+                window = crds.ChangeWindow.model_validate(window_body)
+                try:
+                    status = crds.ChangeWindowStatus.model_validate(body.get("status") or {})
+                    window = window.model_copy(update={"status": status})
+                except pydantic.ValidationError:
+                    pass
+                self._windows[name] = window
+                spec = body.get("spec")
+                self._raw_specs[name] = dict(spec) if isinstance(spec, Mapping) else {}
+            else:
+                return [("kind", f"unknown kind {kind!r}")]
+        except pydantic.ValidationError as e:
+            return validation.pydantic_errors(e)
+        return []
+
+    def _forget(self, kind: Kind, name: str) -> None:
+        if kind == "ChangePolicy":
+            self._policies.pop(name, None)
+        elif kind == "AuthorizedIdentity":
+            self._identities.pop(name, None)
+        elif kind == "ChangeWindow":
+            self._windows.pop(name, None)
+            self._raw_specs.pop(name, None)
+        elif kind == "Namespace":
+            self._namespaces.pop(name, None)
+
+    def mark_synced(self, kind: str) -> None:
+        with self._lock:
+            self._synced.add(kind)
+
+    @property
+    def ready(self) -> bool:
+        """Every kind, Namespace included, has been listed at least once."""
+        return all(k in self._synced for k in KINDS)
+
+    def raw_spec(self, name: str) -> Mapping[str, Any] | None:
+        """The ChangeWindow spec as the API server stored it (what specHash is over)."""
+        return self._raw_specs.get(name)
+
+    def snapshot(self) -> index.Snapshot:
+        """The current immutable snapshot, rebuilt once after any number of changes."""
+        with self._lock:
+            if self._stale or self._snapshot is None:
+                self._snapshot = index.Snapshot.build(
+                    policies=self._policies.values(),
+                    identities=self._identities.values(),
+                    windows=self._windows.values(),
+                    namespaces=self._namespaces,
+                    raw_window_specs=self._raw_specs,
+                    builtin_exemptions=self._builtin_exemptions,
+                    self_subject=self._self_subject,
+                    previous=self._snapshot,
+                )
+                self._stale = False
+            return self._snapshot
