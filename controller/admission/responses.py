@@ -1,0 +1,142 @@
+"""Pure builders of what the webhook answers: the AdmissionReview response for a ``Decision``.
+
+Kept free of aiohttp so tests (and the bench) call them directly. What the API server does with
+each part, and therefore why it is shaped this way:
+
+- ``status`` of a denial becomes the error the requester sees. kube-apiserver turns a code
+  below 400 into 400 and prefixes the message with ``admission webhook "<name>" denied the
+  request:``, so we always send an explicit code and reason: ``403 Forbidden`` for a policy
+  denial (kubectl prints ``Error from server (Forbidden): ...``), ``503 ServiceUnavailable``
+  while the index is not synced, because that denial is transient and clients that honour
+  5xx retry on their own (kubectl prints ``Error from server (ServiceUnavailable): ...``).
+- ``warnings`` travel back in HTTP ``Warning`` headers, so each must be one printable line;
+  the API server may truncate long ones, so we cut them ourselves where we choose.
+- ``auditAnnotations`` land in the audit log prefixed with the webhook name; keys must be
+  qualified-name parts (<= 63 chars) and values strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from controller.model import review
+from controller.policy import decide
+
+STARTING_MESSAGE: Final = "changegate is starting; retry in a few seconds"
+
+#: Kubernetes accepts warnings up to a few hundred characters; longer ones risk truncation
+#: mid-word by the API server, so we cut them here, visibly.
+MAX_WARNING_CHARS: Final = 512
+#: A handful is plenty; a flood of warnings hides the one that matters.
+MAX_WARNINGS: Final = 8
+#: Audit values are free text but end up in every audit event; keep them bounded.
+MAX_AUDIT_VALUE_CHARS: Final = 1024
+
+_AUDIT_KEY = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_SPACES = re.compile(r"\s+")
+
+
+def starting_decision() -> decide.Decision:
+    """The answer for every review before the index has synced: deny, and say it is temporary.
+
+    Deciding from a partial index could admit what a policy not yet listed would deny (or deny
+    through a window not yet listed), so until every kind is listed the only honest answer
+    is "not yet".
+    """
+    return decide.Decision(
+        allowed=False,
+        outcome="deny",
+        reason=decide.Reason.STARTING,
+        mode=None,
+        message=STARTING_MESSAGE,
+        policy=None,
+        window=None,
+        ticket=None,
+        approvers=(),
+        identity=None,
+        emergency=False,
+        warnings=(),
+        audit_annotations={"decision": "deny", "reason": str(decide.Reason.STARTING)},
+    )
+
+
+def status_for(decision: decide.Decision) -> review.Status | None:
+    """The Kubernetes ``Status`` of a denial (``None`` when admitted)."""
+    if decision.allowed:
+        return None
+    message = decision.message or _fallback_message(decision)
+    if decision.reason == decide.Reason.STARTING:
+        return review.Status(code=503, reason="ServiceUnavailable", message=message)
+    return review.Status(code=403, reason="Forbidden", message=message)
+
+
+def _fallback_message(decision: decide.Decision) -> str:
+    # decide() always explains a denial; this only guards against an empty message reaching
+    # a requester as the bare "denied the request without explanation".
+    if decision.field_errors:
+        details = "; ".join(f"{path}: {msg}" for path, msg in decision.field_errors)
+        return f"changegate denied the request ({decision.reason}): {details}"
+    return f"changegate denied the request ({decision.reason})"
+
+
+def sanitize_warning(text: str) -> str:
+    """One printable line of at most ``MAX_WARNING_CHARS`` characters."""
+    line = _SPACES.sub(" ", "".join(c if c.isprintable() else " " for c in text)).strip()
+    if len(line) > MAX_WARNING_CHARS:
+        line = line[: MAX_WARNING_CHARS - 1].rstrip() + "…"
+    return line
+
+
+def warnings_for(decision: decide.Decision) -> list[str]:
+    """The decision's warnings, cleaned, de-duplicated, order kept, at most ``MAX_WARNINGS``."""
+    out: list[str] = []
+    for raw in decision.warnings:
+        line = sanitize_warning(raw)
+        if line and line not in out:
+            out.append(line)
+    return out[:MAX_WARNINGS]
+
+
+def audit_annotations_for(decision: decide.Decision) -> dict[str, str]:
+    """Why the API server let a change through (or not), for its audit log.
+
+    Built from the decision's fields so every answer carries the same keys, then overlaid with
+    what the engine put in ``audit_annotations`` (it may know more). Empty values are left out;
+    keys the API server would reject are dropped rather than failing the whole response.
+    """
+    base: dict[str, str] = {
+        "decision": "allow" if decision.allowed else "deny",
+        "reason": str(decision.reason),
+    }
+    optional: Mapping[str, str | None] = {
+        "mode": str(decision.mode) if decision.mode is not None else None,
+        "policy": decision.policy,
+        "window": decision.window,
+        "ticket": decision.ticket,
+        "approvers": ",".join(decision.approvers) or None,
+        "identity": decision.identity,
+        "emergency": "true" if decision.emergency else None,
+    }
+    base.update({k: v for k, v in optional.items() if v})
+    for key, value in decision.audit_annotations.items():
+        if _AUDIT_KEY.match(key) and value is not None:
+            base[key] = str(value)
+    return {
+        k: (v if len(v) <= MAX_AUDIT_VALUE_CHARS else v[: MAX_AUDIT_VALUE_CHARS - 1] + "…")
+        for k, v in base.items()
+        if v != ""
+    }
+
+
+def build_response(*, uid: str, decision: decide.Decision) -> dict[str, Any]:
+    """The full ``admission.k8s.io/v1`` AdmissionReview answering review ``uid``, JSON-ready."""
+    response = review.AdmissionResponse(
+        uid=uid,
+        allowed=decision.allowed,
+        status=status_for(decision),
+        warnings=warnings_for(decision) or None,
+        audit_annotations=audit_annotations_for(decision),
+    )
+    return review.AdmissionReviewResponse(response=response).to_wire()
