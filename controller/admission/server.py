@@ -1,0 +1,218 @@
+"""The admission HTTPS server: routes, the request path of a review, and its lifecycle.
+
+Our own small aiohttp app instead of kopf's admission server, because kopf's answers unknown
+paths with ``allowed: true``, keeps aiohttp's 1 MiB body limit and makes self-signed
+certificates through oscrypto (broken on OpenSSL 3).
+
+The request path is: read body -> ``codec.parse_review`` -> ``decide.request_from_review`` ->
+``decide.decide`` against the store's current snapshot -> ``responses.build_response``. It runs
+on the event loop thread: a decision is ~100 µs of pure computation on an immutable snapshot,
+cheaper than a hop to a thread pool, and it never calls the Kubernetes API -- everything a
+decision needs is already in the index the operator keeps.
+
+Only a real decision can produce ``allowed: true``. Everything else is an HTTP error (400 for a
+malformed review, 404/405 for wrong routes, 413 for oversized bodies, 500 if the engine fails),
+which the API server turns into a denial under failurePolicy Fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from controller import store as stores
+from controller.admission import codec, decisionlog, responses, tls
+from controller.admission import metrics as metrics_mod
+from controller.policy import decide
+
+logger = logging.getLogger("changegate.admission")
+
+NOT_READY_TEXT: Final = "changegate is starting: index not synced"
+
+Clock = Callable[[], datetime.datetime]
+OnDecision = Callable[[decide.Request, decide.Decision], None]
+
+#: Where the operator finds the metrics of an app it built (to set window phases).
+METRICS: Final = web.AppKey("changegate_metrics", metrics_mod.Metrics)
+
+
+def utcnow() -> datetime.datetime:
+    """The controller's clock: the only one decisions read (tests inject their own)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+class _Routes:
+    """The handlers, sharing the store, the clock, the callback and the metrics."""
+
+    def __init__(
+        self,
+        *,
+        store: stores.Store,
+        clock: Clock,
+        on_decision: OnDecision | None,
+        metrics: metrics_mod.Metrics,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_decision = on_decision
+        self.metrics = metrics
+
+    async def validate(self, http: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            body = await http.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.observe_bad_review(code=413)
+            raise
+        try:
+            admission_request = codec.parse_review(body)
+        except codec.ReviewError as e:
+            self.metrics.observe_bad_review(code=e.http_status)
+            return web.Response(status=e.http_status, text=e.message + "\n")
+
+        now = self.clock()
+        try:
+            request = decide.request_from_review(admission_request)
+            if self.store.ready:
+                decision = decide.decide(request, snapshot=self.store.snapshot(), now=now)
+            else:
+                decision = responses.starting_decision()
+            answer = responses.build_response(uid=request.uid, decision=decision)
+        except Exception:
+            # decide() promises never to raise; if it does anyway, answer with an HTTP error so
+            # the API server applies failurePolicy (deny) instead of us guessing an answer.
+            logger.exception("could not decide review %s", admission_request.uid)
+            self.metrics.observe_bad_review(code=500)
+            return web.Response(
+                status=500, text="changegate could not decide this request; see its log\n"
+            )
+
+        latency = time.perf_counter() - started
+        self.metrics.observe_decision(decision=decision, dry_run=request.dry_run, seconds=latency)
+        decisionlog.emit(request=request, decision=decision, now=now, latency_s=latency)
+        self._notify(request, decision)
+        return web.json_response(answer)
+
+    def _notify(self, request: decide.Request, decision: decide.Decision) -> None:
+        # The answer is already made; a failing Event poster must not change or delay it.
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(request, decision)
+        except Exception:
+            logger.exception("on_decision callback failed for review %s", request.uid)
+
+    async def healthz(self, _: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _: web.Request) -> web.StreamResponse:
+        ready = self.store.ready
+        self.metrics.set_index_ready(ready)
+        if not ready:
+            return web.Response(status=503, text=NOT_READY_TEXT + "\n")
+        return web.Response(text="ok\n")
+
+    async def metrics_text(self, _: web.Request) -> web.StreamResponse:
+        self.metrics.set_index_ready(self.store.ready)
+        payload, content_type = self.metrics.exposition()
+        response = web.Response(body=payload)
+        response.headers["Content-Type"] = content_type
+        return response
+
+
+def build_app(
+    *,
+    store: stores.Store,
+    clock: Clock = utcnow,
+    on_decision: OnDecision | None = None,
+    metrics: metrics_mod.Metrics | None = None,
+) -> web.Application:
+    """The admission app, unstarted: tests drive it with aiohttp's test client, ``serve`` runs it.
+
+    ``on_decision`` is called on the event loop after every decision (the operator posts
+    Events from it); it must not block, and whatever it raises is logged and ignored.
+    """
+    routes = _Routes(
+        store=store,
+        clock=clock,
+        on_decision=on_decision,
+        metrics=metrics if metrics is not None else metrics_mod.Metrics(),
+    )
+    app = web.Application(client_max_size=codec.MAX_BODY_BYTES)
+    app[METRICS] = routes.metrics
+    app.router.add_post("/validate", routes.validate)
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_get("/readyz", routes.readyz)
+    app.router.add_get("/metrics", routes.metrics_text)
+    return app
+
+
+class Server:
+    """A running admission server: where it listens, and how to stop it."""
+
+    def __init__(
+        self,
+        *,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        reloader: tls.CertReloader,
+        reload_task: asyncio.Task[None],
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.reloader = reloader
+        self._runner = runner
+        self._reload_task = reload_task
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    def reload_certs(self) -> bool:
+        """Check the cert/key files now (as the periodic check would); True if reloaded."""
+        return self.reloader.check()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight reviews finish, stop watching the cert files."""
+        self._reload_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reload_task
+        await self._runner.cleanup()
+
+
+async def serve(
+    *,
+    app: web.Application,
+    host: str,
+    port: int,
+    cert_file: Path,
+    key_file: Path,
+    reload_interval: float = tls.RELOAD_INTERVAL_SECONDS,
+    shutdown_timeout: float = 5.0,
+) -> Server:
+    """Listen with TLS on ``host:port`` (0 picks a free port) and reload certs as they change."""
+    context = tls.server_context(cert_file=cert_file, key_file=key_file)
+    reloader = tls.CertReloader(context=context, cert_file=cert_file, key_file=key_file)
+    # No access log: every review already gets its structured decision line.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=context, backlog=1024)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = int(runner.addresses[0][1])
+    task = asyncio.create_task(reloader.run(reload_interval), name="changegate-cert-reload")
+    logger.info("admission server listening on https://%s:%d", host, bound_port)
+    return Server(runner=runner, host=host, port=bound_port, reloader=reloader, reload_task=task)
