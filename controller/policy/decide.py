@@ -303,12 +303,15 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
     active_blackout = p.active_blackout(now)
     if active_blackout is not None:
         blackout, interval = active_blackout
+        until = interval.end
         zone = blackout.holidays.time_zone if blackout.holidays is not None else ctx.zone
+        if zone is None and blackout.schedule is not None and blackout.schedule.end is not None:
+            until = until.astimezone(blackout.schedule.end.tzinfo)  # as the policy wrote it
         return _Verdict(
             policy=p,
             allow=False,
             reason=Reason.BLACKOUT,
-            why=explain.blackout(name=blackout.name, until=interval.end, zone=zone, now=now),
+            why=explain.blackout(name=blackout.name, until=until, zone=zone, now=now),
         )
 
     best: _Verdict | None = None
@@ -388,7 +391,14 @@ def _through_window(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Cont
             why = explain.identity_suspended(identity=first.name)
         else:
             why = explain.identity_expired(identity=first.name, at=until, now=now)
-        return _Verdict(policy=p, allow=False, reason=Reason.IDENTITY_EXPIRED, why=why, window=w)
+        return _Verdict(
+            policy=p,
+            allow=False,
+            reason=Reason.IDENTITY_EXPIRED,
+            why=why,
+            window=w,
+            identity=first.name,
+        )
 
     for ident in usable:
         if ident.work_hours is None or ident.work_hours.is_open(now):
@@ -435,7 +445,9 @@ def _next_window_hint(ctx: _Context) -> str:
     else:
         opens, w = best
         spec = w.window.spec
-        zone = ctx.zone or (spec.schedule.time_zone if spec.schedule.time_zone else None)
+        zone = ctx.zone or spec.schedule.time_zone
+        if zone is None and spec.schedule.start is not None:
+            opens = opens.astimezone(spec.schedule.start.tzinfo)  # as the window was written
         label = explain.window_label(ticket=spec.ticket, name=w.name, description=spec.description)
         hint = explain.next_window(label=label, opens=opens, zone=zone, now=ctx.now)
     ctx._next_hint = hint

@@ -32,18 +32,16 @@ def relative(delta: datetime.timedelta) -> str:
     return f"{mins}m"
 
 
-def _zone(name: str | None) -> datetime.tzinfo:
-    if name:
-        try:
-            return zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            pass
-    return datetime.UTC
+def _zone(name: str) -> datetime.tzinfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return datetime.UTC
 
 
 def when(t: datetime.datetime, *, zone: str | None, now: datetime.datetime) -> str:
     """``Tue 2026-12-01 22:00 KST (in 13h 2m)`` — absolute for the log, relative for humans."""
-    local = t.astimezone(_zone(zone))
+    local = t.astimezone(_zone(zone)) if zone else t  # no zone: keep t's own offset
     stamp = local.strftime("%a %Y-%m-%d %H:%M %Z")
     delta = t - now
     if delta >= datetime.timedelta(0):
