@@ -1,7 +1,7 @@
 """``python -m controller.devcluster``: a local control plane for humans.
 
-    python -m controller.devcluster up        # start, print how to use it, wait for Ctrl-C
-    python -m controller.devcluster build     # only build/locate the binaries
+python -m controller.devcluster up        # start, print how to use it, wait for Ctrl-C
+python -m controller.devcluster build     # only build/locate the binaries
 """
 
 from __future__ import annotations
@@ -16,13 +16,20 @@ from controller.devcluster import assets, cluster
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="changegate-devcluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="changegate-devcluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build or locate etcd, kube-apiserver and kubectl")
     up = sub.add_parser("up", help="start etcd + kube-apiserver and wait for Ctrl-C")
-    up.add_argument("--workdir", type=Path, default=Path(".changegate-cluster"),
-                    help="where the kubeconfig, certificates and logs go")
+    up.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(".changegate-cluster"),
+        help="where the kubeconfig, certificates and logs go",
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -43,9 +43,11 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGTERM us when our parent dies.
+    # Runs in the child between fork and exec: ask the kernel to kill us when our parent dies.
+    # SIGKILL, not SIGTERM: on SIGTERM etcd and kube-apiserver start a graceful shutdown that
+    # can wait on each other forever once nobody is left to finish it. The data is throwaway.
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class ControlPlaneError(RuntimeError):
@@ -176,6 +178,8 @@ class ControlPlane:
                 "--advertise-address=127.0.0.1",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
+                # Loopback advertise address: no kubernetes Service endpoints to reconcile.
+                "--endpoint-reconciler-type=none",
                 "--authorization-mode=RBAC",
                 f"--service-account-key-file={pki_dir / 'sa.key'}",
                 f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
@@ -218,7 +222,10 @@ class ControlPlane:
                 }
             ],
             "contexts": [
-                {"name": "changegate-local", "context": {"cluster": "changegate-local", "user": user}}
+                {
+                    "name": "changegate-local",
+                    "context": {"cluster": "changegate-local", "user": user},
+                }
             ],
             "current-context": "changegate-local",
         }
@@ -238,9 +245,10 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
+                    name = Path(str(proc.args[0])).name  # type: ignore[index]
                     raise ControlPlaneError(
-                        f"{Path(str(proc.args[0])).name} exited with {proc.returncode}; "  # type: ignore[index]
-                        f"log: {self.workdir}"
+                        f"{name} exited with {proc.returncode}; last log lines:\n"
+                        + self._log_tail(name)
                     )
             try:
                 with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=5) as r:
@@ -254,6 +262,13 @@ class ControlPlane:
             f"kube-apiserver not ready after {timeout:.0f}s ({last}); logs in {self.workdir}"
         )
 
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        try:
+            text = (self.workdir / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
     def stop(self) -> None:
         procs, self._procs = self._procs[::-1], []
         for proc in procs:
@@ -261,7 +276,7 @@ class ControlPlane:
                 proc.terminate()
         for proc in procs:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
@@ -317,7 +332,7 @@ def api_client(
     rights needed), which is how real users and service accounts arrive.
     """
     path = cp.kubeconfig if user is None else cp.identity(user, groups).kubeconfig
-    client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
+    client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=str(path)
     )
     return client
@@ -329,7 +344,7 @@ def impersonating_client(
     """The admin's client impersonating ``user`` (and one ``group``: the Python client sends
     one value per header, so use :func:`api_client` for several groups)."""
     client = api_client(cp)
-    client.set_default_header("Impersonate-User", user)
+    client.set_default_header("Impersonate-User", user)  # type: ignore[no-untyped-call]
     if group is not None:
-        client.set_default_header("Impersonate-Group", group)
+        client.set_default_header("Impersonate-Group", group)  # type: ignore[no-untyped-call]
     return client

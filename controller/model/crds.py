@@ -15,7 +15,7 @@ import datetime
 import enum
 import re
 import zoneinfo
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import croniter
 from pydantic import (
@@ -32,7 +32,7 @@ from pydantic.alias_generators import to_camel
 
 GROUP = "changegate.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "changegate.io/v1alpha1"
 
 
 class _Wire(BaseModel):
@@ -154,7 +154,7 @@ class Weekday(enum.StrEnum):
     SUN = "Sun"
 
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # type: ignore[override]  # shadows str.index on purpose
         """Monday = 0, as ``datetime.weekday()``."""
         return list(Weekday).index(self)
 
@@ -266,7 +266,11 @@ class Schedule(_Wire):
         else:
             missing = [
                 n
-                for n, v in (("cron", self.cron), ("duration", self.duration), ("timeZone", self.time_zone))
+                for n, v in (
+                    ("cron", self.cron),
+                    ("duration", self.duration),
+                    ("timeZone", self.time_zone),
+                )
                 if v is None
             ]
             if missing:
