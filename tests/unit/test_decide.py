@@ -206,7 +206,7 @@ def test_unapproved_window_does_not_open() -> None:
 
 
 def test_stale_approval_does_not_open_window() -> None:
-    w, raw = window()
+    _, raw = window()
     stale_raw = {**raw, "description": "payments v2.4"}  # spec edited after bob approved
     w2 = crds.ChangeWindow.model_validate({"metadata": {"name": "w1"}, "spec": stale_raw})
     d = run(snap=snapshot(windows=[(w2, stale_raw)]))
