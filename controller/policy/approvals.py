@@ -46,10 +46,12 @@ def spec_hash(raw_spec: Mapping[str, Any]) -> str:
 def model_spec(spec: crds.ChangeWindowSpec) -> dict[str, Any]:
     """The spec as JSON, for when no raw spec is at hand (tests, tools).
 
-    Dumped by alias with ``exclude_none``; this equals the raw spec when the raw spec was
-    written in canonical forms (durations like ``2h``, no explicit defaults). Prefer raw specs.
+    Dumped by alias without ``None`` and without defaults, which is how the CRD stores specs
+    (its schema deliberately fills in no defaults). This equals the raw spec when the raw spec
+    was written in canonical forms (``2h`` not ``120m``, no explicit ``names: []``); prefer
+    raw specs, which are what approvers sign.
     """
-    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ that to rebuild after a watch event without recompiling 10,000 windows.
 
 specHash. With ``raw_window_specs`` the hash is of the spec exactly as the API server stores
 it — what the operator publishes and approvers sign. Without it (tests, tools) the spec is
-re-serialised from the model (by alias, ``exclude_none``); the two agree only when the raw
-spec was written in canonical forms (``2h`` not ``120m``, no explicit defaults), so the
-operator always passes raw specs.
+re-serialised from the model (``approvals.model_spec``: by alias, no None, no defaults); the
+two agree only when the raw spec was written in canonical forms (``2h`` not ``120m``, no
+explicit empty lists), so the operator always passes raw specs.
 """
 
 from __future__ import annotations
