@@ -1,0 +1,116 @@
+"""Store: watch events in, immutable snapshots out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller import store
+from controller.policy import approvals
+
+RULE = {"apiGroups": ["apps"], "resources": ["deployments"], "operations": ["UPDATE"]}
+
+
+def window_body(name: str = "w1", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ticket": "CHG-1",
+        "requester": "alice",
+        "identities": ["oncall"],
+        "targets": [{"namespaces": ["payments"], "resources": [RULE]}],
+        "schedule": {"cron": "0 22 * * *", "duration": "120m", "timeZone": "Asia/Seoul"},
+    }
+    body.update(spec)
+    return {"metadata": {"name": name}, "spec": body}
+
+
+POLICY = {"metadata": {"name": "p"}, "spec": {"match": {"resources": [RULE]}}}
+IDENTITY = {
+    "metadata": {"name": "oncall"},
+    "spec": {"subjects": [{"kind": "User", "name": "alice"}]},
+}
+
+
+def test_valid_objects_enter_the_snapshot() -> None:
+    s = store.Store()
+    assert s.apply("ChangePolicy", "upsert", POLICY) == []
+    assert s.apply("AuthorizedIdentity", "upsert", IDENTITY) == []
+    assert s.apply("ChangeWindow", "upsert", window_body()) == []
+    assert (
+        s.apply("Namespace", "upsert", {"metadata": {"name": "payments", "labels": {"t": "p"}}})
+        == []
+    )
+    snap = s.snapshot()
+    assert (set(snap.policies), set(snap.identities), set(snap.windows)) == (
+        {"p"},
+        {"oncall"},
+        {"w1"},
+    )
+    assert snap.namespaces == {"payments": {"t": "p"}}
+
+
+def test_spec_hash_is_of_the_raw_spec_as_stored() -> None:
+    s = store.Store()
+    body = window_body()
+    s.apply("ChangeWindow", "upsert", body)
+    # "120m" is kept as written: hashing a re-serialised model ("2h") would differ.
+    assert s.snapshot().compiled_windows["w1"].spec_hash == approvals.spec_hash(body["spec"])
+    assert s.raw_spec("w1") == body["spec"]
+
+
+def test_invalid_object_is_left_out_and_replaces_its_valid_version() -> None:
+    s = store.Store()
+    s.apply("ChangeWindow", "upsert", window_body())
+    assert "w1" in s.snapshot().windows
+    errors = s.apply(
+        "ChangeWindow",
+        "upsert",
+        window_body(schedule={"cron": "nope", "duration": "1h", "timeZone": "UTC"}),
+    )
+    assert [path for path, _ in errors] == ["spec.schedule.cron"]
+    assert "w1" not in s.snapshot().windows
+    assert s.errors[("ChangeWindow", "w1")] == errors
+
+
+def test_malformed_status_does_not_hide_a_valid_window() -> None:
+    s = store.Store()
+    body = {**window_body(), "status": {"phase": "Bogus"}}
+    assert s.apply("ChangeWindow", "upsert", body) == []
+    assert "w1" in s.snapshot().windows
+
+
+def test_delete_removes_the_object() -> None:
+    s = store.Store()
+    s.apply("ChangePolicy", "upsert", POLICY)
+    s.apply("ChangePolicy", "delete", POLICY)
+    assert s.snapshot().policies == {}
+
+
+def test_snapshot_is_immutable_and_rebuilt_only_after_changes() -> None:
+    s = store.Store()
+    s.apply("ChangeWindow", "upsert", window_body("w1"))
+    first = s.snapshot()
+    assert s.snapshot() is first
+    s.apply("ChangeWindow", "upsert", window_body("w2"))
+    second = s.snapshot()
+    assert second is not first
+    assert set(first.windows) == {"w1"} and set(second.windows) == {"w1", "w2"}
+    # the untouched window's compiled form (timeline, hash, caches) is reused
+    assert second.compiled_windows["w1"] is first.compiled_windows["w1"]
+
+
+@pytest.mark.parametrize("missing", store.KINDS)
+def test_ready_only_once_every_kind_including_namespace_synced(missing: str) -> None:
+    s = store.Store()
+    for kind in store.KINDS:
+        if kind != missing:
+            s.mark_synced(kind)
+    assert not s.ready
+    s.mark_synced(missing)
+    assert s.ready
+
+
+def test_object_without_a_name_is_rejected() -> None:
+    assert store.Store().apply("ChangePolicy", "upsert", {"spec": {}}) == [
+        ("metadata.name", "missing")
+    ]
