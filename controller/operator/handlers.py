@@ -1,0 +1,114 @@
+"""kopf handlers: the watches that keep the Store fresh.
+
+Every replica watches (kopf runs standalone, see ``leader``). Initial sync uses kopf's own
+indexing barrier: each of the four kinds has an ``@kopf.index`` handler, and kopf holds back
+every other handler until the initial listing of *all* indexed kinds has been indexed. So the
+first ``@kopf.on.event`` call of any kind proves that every kind has been listed once, and the
+Store is marked synced then. Namespaces always exist (the API server creates ``default`` and
+``kube-system`` itself), so that first call always comes.
+
+The index handlers apply upserts as early as possible; deletions come only as watch events,
+so the ``on.event`` handlers apply those (and upserts again, harmlessly idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import kopf
+
+from controller import store as stores
+from controller.model import crds
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace"]
+KINDS: tuple[Kind, ...] = ("ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace")
+
+OnChange = Callable[[Kind, Literal["upsert", "delete"], Mapping[str, Any]], None]
+
+
+def _resource(kind: Kind) -> tuple[str, str, str]:
+    if kind == "Namespace":
+        return "", "v1", "namespaces"
+    return crds.GROUP, crds.VERSION, crds.PLURALS[kind]
+
+
+class Watches:
+    """Feeds the Store from kopf and tells ``on_change`` (the reconciler) what changed."""
+
+    def __init__(self, *, store: stores.Store, on_change: OnChange) -> None:
+        self.store = store
+        self.on_change = on_change
+        self.synced = False
+
+    def apply(
+        self, kind: Kind, event: Literal["upsert", "delete"], body: Mapping[str, Any]
+    ) -> None:
+        plain = dict(body)
+        errors = self.store.apply(kind, event, plain)
+        if errors:
+            name = plain.get("metadata", {}).get("name", "?")
+            logger.warning(
+                "%s %s left out of the index: %s",
+                kind,
+                name,
+                "; ".join(f"{path}: {msg}" for path, msg in errors),
+            )
+        self.on_change(kind, event, plain)
+
+    def mark_synced(self) -> None:
+        if self.synced:
+            return
+        for kind in KINDS:
+            self.store.mark_synced(kind)
+        self.synced = True
+        logger.info("index synced: every kind listed once")
+        self.on_change("Namespace", "upsert", {"metadata": {"name": ""}})
+
+    def on_event(self, kind: Kind, raw_event: Mapping[str, Any]) -> None:
+        body = raw_event.get("object") or {}
+        if raw_event.get("type") == "DELETED":
+            self.apply(kind, "delete", body)
+        elif body:
+            self.apply(kind, "upsert", body)
+        self.mark_synced()
+
+
+def build_registry(watches: Watches, *, kubeconfig: Path | None = None) -> kopf.OperatorRegistry:
+    """A kopf registry with the handlers for ``watches``; no global state."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # With --kubeconfig, that file (run() exports it as KUBECONFIG, which kopf reads at call
+        # time); otherwise the in-cluster service account, then ~/.kube/config.
+        if kubeconfig is not None:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_via_client(**kwargs)
+
+    for kind in KINDS:
+        group, version, plural = _resource(kind)
+
+        def make_index(kind: Kind) -> Callable[..., None]:
+            def index(body: kopf.Body, **_: Any) -> None:
+                watches.apply(kind, "upsert", body)
+
+            return index
+
+        def make_event(kind: Kind) -> Callable[..., None]:
+            def event(event: kopf.RawEvent, **_: Any) -> None:
+                watches.on_event(kind, event)
+
+            return event
+
+        kopf.index(group, version, plural, id=f"index-{plural}", registry=registry)(
+            make_index(kind)
+        )
+        kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(
+            make_event(kind)
+        )
+    return registry

@@ -1,0 +1,173 @@
+"""The leader's loop: ChangeWindow status, window-transition Events, webhook configuration.
+
+One task instead of a kopf daemon per window: after every change to the index (poked by the
+watch handlers) or at the earliest ``next_boundary`` of any window -- the next instant a status
+changes by time alone -- it recomputes every window's status and writes those that differ.
+Between those instants it sleeps; nothing polls. A safety resync every ``resync`` seconds
+covers a missed wake-up (e.g. a clock jump). Only the Lease holder writes; the other replicas
+keep their index fresh and wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from controller import store as stores
+from controller.model import crds
+from controller.operator import events, leader, webhook, windows
+from controller.policy import status as window_status
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """How the API server reaches this changegate (everything but the policies)."""
+
+    ca_bundle: bytes
+    namespace: str
+    url: str | None = None
+    service: webhook.ServiceRef | None = None
+    failure_policy: webhook.FailurePolicy = "Fail"
+    timeout_seconds: int = 5
+    builtin_exemptions: bool = True
+    self_username: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: stores.Store,
+        custom_api: Any,  # kubernetes.client.CustomObjectsApi
+        webhooks: webhook.WebhookReconciler,
+        webhook_settings: WebhookSettings,
+        poster: events.EventPoster,
+        elector: leader.LeaderElector,
+        clock: Callable[[], datetime.datetime],
+        resync: float = 300.0,
+    ) -> None:
+        self._store = store
+        self._custom = custom_api
+        self._webhooks = webhooks
+        self._settings = webhook_settings
+        self._poster = poster
+        self._elector = elector
+        self._clock = clock
+        self._resync = resync
+        self._wake = asyncio.Event()
+        self.windows: dict[str, dict[str, Any]] = {}  # name -> raw body, as last seen
+
+    def window_event(self, event: str, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if event == "delete":
+            self.windows.pop(name, None)
+        else:
+            self.windows[name] = dict(body)
+        self.poke()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            timeout = self._resync
+            if self._elector.leading and self._store.ready:
+                try:
+                    boundary = await self.reconcile_once()
+                except Exception:
+                    logger.exception("reconcile failed; retrying shortly")
+                    boundary = self._clock() + datetime.timedelta(seconds=5)
+                if boundary is not None:
+                    until = (boundary - self._clock()).total_seconds()
+                    timeout = min(timeout, max(until, 0.0) + 0.05)
+            await self._wait(timeout)
+
+    async def _wait(self, timeout: float) -> None:
+        leadership = asyncio.ensure_future(self._elector.changed.wait())
+        poked = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({leadership, poked}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            leadership.cancel()
+            poked.cancel()
+        self._elector.changed.clear()
+        self._wake.clear()
+
+    async def reconcile_once(self) -> datetime.datetime | None:
+        """One pass; returns when the next pass is due by time alone."""
+        snapshot = self._store.snapshot()
+        s = self._settings
+        desired = webhook.build_webhook_configuration(
+            policies=snapshot.policies.values(),
+            ca_bundle=s.ca_bundle,
+            url=s.url,
+            service=s.service,
+            namespace=s.namespace,
+            failure_policy=s.failure_policy,
+            timeout_seconds=s.timeout_seconds,
+            builtin_exemptions=s.builtin_exemptions,
+            self_username=s.self_username,
+        )
+        await self._webhooks.reconcile(desired)
+
+        now = self._clock()
+        next_boundary: datetime.datetime | None = None
+        for name, body in list(self.windows.items()):
+            boundary = await self._reconcile_window(name, body, snapshot=snapshot, now=now)
+            if boundary is not None and (next_boundary is None or boundary < next_boundary):
+                next_boundary = boundary
+        return next_boundary
+
+    async def _reconcile_window(
+        self, name: str, body: Mapping[str, Any], *, snapshot: Any, now: datetime.datetime
+    ) -> datetime.datetime | None:
+        current: Mapping[str, Any] = body.get("status") or {}
+        boundary: datetime.datetime | None = None
+        try:
+            window = crds.ChangeWindow.model_validate(body)
+        except pydantic.ValidationError as e:
+            errors = [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
+            computed = windows.invalid_status(errors)
+            emergency = False
+        else:
+            ws = window_status.window_status(
+                window, raw_spec=body.get("spec") or {}, snapshot=snapshot, now=now
+            )
+            computed = ws.to_patch()["status"]
+            boundary = ws.next_boundary
+            emergency = window.spec.emergency is not None
+        desired = windows.desired_status(
+            computed,
+            current=current,
+            generation=body["metadata"].get("generation"),
+            now=now,
+        )
+        if not windows.status_differs(current, desired):
+            return boundary
+        # A merge patch: fields that are no longer set must be sent as null to be removed.
+        patch = {**{k: None for k in current if k not in desired}, **desired}
+        await asyncio.to_thread(
+            self._custom.patch_cluster_custom_object_status,
+            crds.GROUP,
+            crds.VERSION,
+            crds.PLURALS["ChangeWindow"],
+            name,
+            {"status": patch},
+        )
+        # Remember what we wrote so the next pass compares against it even before the watch
+        # delivers our own update.
+        self.windows[name] = {**body, "status": desired}
+        ref = events.ObjectRef(api_version=crds.API_VERSION, kind="ChangeWindow", name=name)
+        for reason, type_, message in windows.transitions(
+            old=current, new=desired, emergency=emergency
+        ):
+            self._poster.post(ref=ref, reason=reason, type=type_, message=message)
+        return boundary

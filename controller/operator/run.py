@@ -1,0 +1,184 @@
+"""One changegate replica: the kopf watches, the leader's reconciler, Events and the server.
+
+Everything runs in one asyncio loop. Startup order: the admission server listens first (it
+answers "changegate is starting" and /readyz 503 until the index syncs), then kopf lists and
+watches. Shutdown on SIGTERM/SIGINT: stop accepting and drain in-flight reviews, then stop
+kopf, release the Lease and cancel the background tasks.
+
+Kubernetes I/O outside kopf (status, Events, Lease, webhook configuration) uses the official
+synchronous client in worker threads: a handful of small writes, none on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes
+
+from controller import store as stores
+from controller.admission import server as admission
+from controller.admission import tls
+from controller.model import crds
+from controller.operator import events, handlers, leader, reconciler, webhook
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    """What ``changegate run`` was asked to do (flags and CHANGEGATE_* environment)."""
+
+    kubeconfig: Path | None = None
+    listen_host: str = "0.0.0.0"
+    port: int = 8443
+    cert_dir: Path = Path("/var/run/changegate/certs")
+    namespace: str = "changegate"
+    service_account: str = "changegate"
+    service_name: str = "changegate"
+    failure_policy: webhook.FailurePolicy = "Fail"
+    local: bool = False
+    builtin_exemptions: bool = True
+    instance: str = dataclasses.field(
+        default_factory=lambda: (
+            os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        )
+    )
+
+    @property
+    def self_username(self) -> str:
+        return webhook.service_account_username(self.namespace, self.service_account)
+
+
+def _api_client(config: Config) -> Any:
+    loader: Any = kubernetes.config  # untyped library; keep the Any in one place
+    if config.kubeconfig is not None:
+        return loader.new_client_from_config(config_file=str(config.kubeconfig))
+    try:
+        loader.load_incluster_config()
+    except loader.ConfigException:
+        loader.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+def _certificates(config: Config) -> tuple[bytes, Path, Path]:
+    """(CA PEM for caBundle, serving cert, key): made in local mode, mounted otherwise."""
+    if config.local:
+        ca_file, cert_file, key_file = tls.ensure_dev_certs(
+            config.cert_dir, ("127.0.0.1", "localhost")
+        )
+    else:
+        ca_file = config.cert_dir / "ca.crt"
+        cert_file, key_file = config.cert_dir / "tls.crt", config.cert_dir / "tls.key"
+    return ca_file.read_bytes(), cert_file, key_file
+
+
+def _kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # kopf's own Events about handler progress would be noise next to ours.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    return settings
+
+
+async def run(config: Config) -> None:
+    """Run one replica until SIGTERM/SIGINT."""
+    if config.kubeconfig is not None:
+        # kopf's login reads the same kubeconfig as our own client.
+        os.environ["KUBECONFIG"] = str(config.kubeconfig)
+    api = _api_client(config)
+    clock = admission.utcnow
+    self_subject = crds.Subject(
+        kind="ServiceAccount", namespace=config.namespace, name=config.service_account
+    )
+    store = stores.Store(builtin_exemptions=config.builtin_exemptions, self_subject=self_subject)
+    ca_pem, cert_file, key_file = _certificates(config)
+
+    poster = events.EventPoster(
+        core_api=kubernetes.client.CoreV1Api(api), instance=config.instance, clock=clock
+    )
+    elector = leader.LeaderElector(
+        coordination_api=kubernetes.client.CoordinationV1Api(api),
+        namespace=config.namespace,
+        identity=config.instance,
+        clock=clock,
+    )
+    app = admission.build_app(store=store, clock=clock, on_decision=poster.on_decision)
+    server = await admission.serve(
+        app=app, host=config.listen_host, port=config.port, cert_file=cert_file, key_file=key_file
+    )
+    settings = reconciler.WebhookSettings(
+        ca_bundle=ca_pem,
+        namespace=config.namespace,
+        url=f"https://127.0.0.1:{server.port}/validate" if config.local else None,
+        service=None
+        if config.local
+        else webhook.ServiceRef(namespace=config.namespace, name=config.service_name),
+        failure_policy=config.failure_policy,
+        builtin_exemptions=config.builtin_exemptions,
+        self_username=config.self_username,
+    )
+    loop_ = reconciler.Reconciler(
+        store=store,
+        custom_api=kubernetes.client.CustomObjectsApi(api),
+        webhooks=webhook.WebhookReconciler(api=kubernetes.client.AdmissionregistrationV1Api(api)),
+        webhook_settings=settings,
+        poster=poster,
+        elector=elector,
+        clock=clock,
+    )
+
+    def on_change(kind: handlers.Kind, event: str, body: Any) -> None:
+        if kind == "ChangeWindow":
+            loop_.window_event(event, body)
+        else:
+            loop_.poke()
+
+    watches = handlers.Watches(store=store, on_change=on_change)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks = [
+        asyncio.create_task(poster.run(), name="changegate-events"),
+        asyncio.create_task(elector.run(), name="changegate-lease"),
+        asyncio.create_task(loop_.run(), name="changegate-reconciler"),
+    ]
+    kopf_stop = asyncio.Event()
+    operator = asyncio.create_task(
+        kopf.operator(
+            registry=handlers.build_registry(watches, kubeconfig=config.kubeconfig),
+            settings=_kopf_settings(),
+            standalone=True,  # every replica watches; writes are guarded by our Lease
+            clusterwide=True,
+            stop_flag=kopf_stop,
+        ),
+        name="changegate-kopf",
+    )
+    logger.info("changegate running", extra={"port": server.port, "local": config.local})
+    stopper = asyncio.create_task(stop.wait())
+    # kopf installs its own SIGTERM/SIGINT handlers and returns when signalled: either way out
+    # of this wait means shut down.
+    await asyncio.wait({stopper, operator}, return_when=asyncio.FIRST_COMPLETED)
+    if operator.done() and not operator.cancelled() and operator.exception() is not None:
+        logger.error("kopf failed", exc_info=operator.exception())
+
+    logger.info("shutting down: draining in-flight reviews")
+    await server.stop()
+    kopf_stop.set()
+    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+        await asyncio.wait_for(operator, timeout=10)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    logger.info("stopped")
