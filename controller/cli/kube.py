@@ -224,6 +224,8 @@ def _error_from_status(*, status: int, body: str, method: str, path: str) -> Cli
         return Forbidden(f"the API server did not accept your credentials: {message}")
     if status == 409:
         return Conflict(message)
-    if status == 422 and "test" in message.lower() and "fail" in message.lower():
-        return Conflict(message)
+    if status == 422 and method == "PATCH" and not (doc.get("details") or {}).get("causes"):
+        # A failed JSON-patch ``test`` op comes back as a bare 422 "Invalid" without causes
+        # (schema violations list their causes): the object changed since we read it.
+        return Conflict(f"the object changed since it was read ({message})")
     return Rejected(f"{method} {path} failed (HTTP {status}): {message}")

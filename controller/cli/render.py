@@ -356,8 +356,8 @@ def report_data(
 ) -> dict[str, Any]:
     """The auditor's report as plain data (``-o json|yaml`` prints it as is).
 
-    Windows are those *created* in ``[since, now]``. Decision counts come from Events whose
-    last occurrence falls in the period; ``events=None`` means Events could not be read.
+    Windows are those *created* since ``since``. Decision counts come from Events whose last
+    occurrence is since ``since``; ``events=None`` means Events could not be read.
     """
     rows = []
     for w in windows:
@@ -368,7 +368,9 @@ def report_data(
             if created
             else None
         )
-        if created_at is None or not since <= created_at <= now:
+        # No upper bound: the API server's clock, not ours, stamps creation; a window created
+        # "after now" by a skewed client clock still belongs in the report.
+        if created_at is None or created_at < since:
             continue
         name = str(meta.get("name", ""))
         rows.append(
@@ -397,7 +399,7 @@ def report_data(
     emergency_changes = 0
     for ev in events:
         t = event_time(ev)
-        if t is None or not since <= t <= now:
+        if t is None or t < since:
             continue
         reason = str(ev.get("reason", ""))
         involved = ev.get("involvedObject") or ev.get("regarding") or {}
