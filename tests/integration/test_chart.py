@@ -550,3 +550,41 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
     assert result.returncode == 0, result.stderr
     accepted = [line for line in result.stdout.splitlines() if line.endswith("(server dry run)")]
     assert len(accepted) == len(rendered.objects), result.stdout
+
+
+# -- the docs' examples --------------------------------------------------------------------------
+
+
+def yaml_blocks(doc: Path, *, kinds: set[str]) -> str:
+    """The ```yaml blocks of ``doc`` that define objects of ``kinds``, as one YAML stream."""
+    text = doc.read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    chosen = []
+    for block in blocks:
+        objects = [o for o in yaml.safe_load_all(block) if o]
+        if objects and all(isinstance(o, dict) and o.get("kind") in kinds for o in objects):
+            chosen.append(block)
+    return "---\n".join(chosen)
+
+
+@pytest.mark.parametrize(
+    ("doc", "kinds", "count"),
+    [
+        ("rbac.md", {"ClusterRole", "ClusterRoleBinding"}, 5),
+        ("gitops.md", {"AuthorizedIdentity", "ChangeWindow"}, 2),
+    ],
+)
+def test_docs_examples_are_accepted_by_the_api_server(
+    controlplane: cluster.ControlPlane, doc: str, kinds: set[str], count: int
+) -> None:
+    crds = controlplane.kubectl("apply", "-f", str(CHART / "crds"))
+    assert crds.returncode == 0, crds.stderr
+    _wait_established(
+        controlplane,
+        [f"crd/{p.stem}.changegate.io" for p in sorted((CHART / "crds").glob("*.yaml"))],
+    )
+    stream = yaml_blocks(REPO / "docs" / doc, kinds=kinds)
+    result = controlplane.kubectl("apply", "--dry-run=server", "-f", "-", input=stream)
+    assert result.returncode == 0, result.stderr
+    accepted = [line for line in result.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(accepted) == count, result.stdout
