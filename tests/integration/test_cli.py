@@ -16,7 +16,9 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import e2e_helpers  # tests/integration/e2e_helpers.py (on sys.path via pytest's rootdir-less import)
 import pytest
 
 from controller.cli import kube, main, verbs
@@ -170,8 +172,8 @@ def request_window(kubeconfig: Path, name: str, *extra: str) -> Result:
     )
 
 
-def can_i(kubeconfig: Path, *args: str) -> tuple[int, dict[str, object]]:
-    r = run(kubeconfig, "can-i", *args, "-o", "json")
+def can_i(kubeconfig: Path, *args: str, now: datetime.datetime = NOW) -> tuple[int, dict[str, Any]]:
+    r = run(kubeconfig, "can-i", *args, "-o", "json", now=now)
     assert r.code in (0, 1), r.err
     return r.code, json.loads(r.out)
 
@@ -428,3 +430,74 @@ def test_approval_patch_fails_safely_when_the_window_changed_since_it_was_read(
         world.kubectl("get", "changewindow", "cli-chg-race", "-o", "json", check=True).stdout
     )
     assert not stored["spec"].get("approvals")  # nothing was appended to the edited spec
+
+
+# -- can-i answers what the webhook answers ------------------------------------------------------
+
+ALICE = ("alice@example.com", ("cli-payments-ops", "cli-users"))
+CAROL = ("carol@example.com", ("cli-users",))
+SIDE_BY_SIDE = [
+    # (who, can-i args, the same change through kubectl --dry-run=server)
+    (
+        ALICE,
+        ("patch", "deploy", "web"),
+        ("patch", "deployment", "web", "--type=merge", "-p", '{"metadata":{"labels":{"x":"y"}}}'),
+    ),
+    (
+        ALICE,
+        ("patch", "deploy", "api"),
+        ("patch", "deployment", "api", "--type=merge", "-p", '{"metadata":{"labels":{"x":"y"}}}'),
+    ),
+    (
+        CAROL,
+        ("patch", "deploy", "web"),
+        ("patch", "deployment", "web", "--type=merge", "-p", '{"metadata":{"labels":{"x":"y"}}}'),
+    ),
+    (ALICE, ("delete", "deploy", "web"), ("delete", "deployment", "web")),
+    (ALICE, ("scale", "deploy", "web"), ("scale", "deployment", "web", "--replicas=3")),
+    (ALICE, ("create", "configmaps", "c1"), ("create", "configmap", "c1", "--from-literal=a=b")),
+]
+
+
+def test_can_i_answers_the_same_as_the_webhook(
+    world: cluster.ControlPlane, alice: Path, tmp_path: Path
+) -> None:
+    cp = world
+    _approved_window(cp, alice)
+    # Only the approved window should speak; the break-glass window would allow everything.
+    cp.kubectl("delete", "changewindow", "cli-bg-1", "--ignore-not-found", check=True)
+    cp.kubectl("-n", NS, "create", "deployment", "web", "--image=nginx:1.27")
+    cp.kubectl("-n", NS, "create", "deployment", "api", "--image=nginx:1.27")
+    rbac = textwrap.dedent(
+        f"""
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: Role
+        metadata: {{name: cli-editor, namespace: {NS}}}
+        rules:
+        - apiGroups: ["", apps]
+          resources: [deployments, deployments/scale, configmaps]
+          verbs: [get, list, create, update, patch, delete]
+        ---
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: RoleBinding
+        metadata: {{name: cli-editor, namespace: {NS}}}
+        roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: cli-editor}}
+        subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: cli-users}}]
+        """
+    )
+    cp.kubectl("apply", "-f", "-", input=rbac, check=True)
+
+    with e2e_helpers.running_changegate(cp, workdir=tmp_path / "changegate"):
+        for (user, groups), question, change in SIDE_BY_SIDE:
+            as_flags = ["--as", user, *[f for g in groups for f in ("--as-group", g)]]
+            now = datetime.datetime.now(datetime.UTC)
+            code, answer = can_i(cp.kubeconfig, *question, "-n", NS, *as_flags, now=now)
+            applied = cp.kubectl(
+                "-n", NS, *change, "--dry-run=server", as_user=user, as_groups=groups
+            )
+            webhook_allowed = applied.returncode == 0
+            assert answer["allowed"] is webhook_allowed, (question, user, answer, applied.stderr)
+            assert code == (0 if webhook_allowed else 1)
+            if not webhook_allowed:
+                assert "changegate denied" in applied.stderr, applied.stderr
+                assert f"policy {answer['policy']}" in applied.stderr
