@@ -1,8 +1,9 @@
 """``kubectl changegate`` against a real kube-apiserver, as the people who would run it.
 
 Alice (payments-ops) requests a window, Bob (change-approvers) approves it; ``can-i`` answers
-with the decision core on the live objects. No webhook runs here: ``can-i`` computes the
-decision itself, and the writes are checked by RBAC and the CRD schemas only.
+with the decision core on the live objects. Most tests run without the webhook (``can-i``
+computes the decision itself; writes are checked by RBAC and the CRD schemas only); the last
+one starts changegate and checks that ``can-i`` and the webhook agree.
 """
 
 from __future__ import annotations
@@ -501,3 +502,14 @@ def test_can_i_answers_the_same_as_the_webhook(
             if not webhook_allowed:
                 assert "changegate denied" in applied.stderr, applied.stderr
                 assert f"policy {answer['policy']}" in applied.stderr
+
+        # Approvals through the webhook: a non-approver is refused with its reason; an
+        # approver's patch (approver = authenticated user, current specHash) is admitted.
+        assert request_window(alice, "cli-chg-webhook").code == 0
+        ops = cp.identity("olga@example.com", ["cli-payments-ops", "cli-users"]).kubeconfig
+        refused = run(ops, "approve", "cli-chg-webhook", "--yes")
+        assert refused.code == 2
+        assert "changegate rejected the approval" in refused.err, refused.err
+        bob = cp.identity("bob@example.com", ["cli-approvers", "cli-users"]).kubeconfig
+        accepted = run(bob, "approve", "cli-chg-webhook", "--yes")
+        assert accepted.code == 0, accepted.err
