@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from typing import Any
 
 import holidays as holidays_lib
@@ -327,7 +328,7 @@ def test_nonexistent_occurrences_collapsing_onto_the_transition_count_once() -> 
 
 
 def test_to_instant_applies_the_dst_rule() -> None:
-    ny = schedules.zoneinfo.ZoneInfo("America/New_York")
+    ny = zoneinfo.ZoneInfo("America/New_York")
     cases = {
         dt.datetime(2026, 3, 8, 2, 30): Z("2026-03-08T07:00:00Z"),  # nonexistent
         dt.datetime(2026, 11, 1, 1, 30): Z("2026-11-01T05:30:00Z"),  # ambiguous: first
