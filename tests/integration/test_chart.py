@@ -16,6 +16,7 @@ helm itself is built from the Go module proxy by hack/build-helm.sh and cached.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import subprocess
@@ -25,6 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from controller.devcluster import cluster
 
@@ -235,6 +239,7 @@ def test_chart_ships_no_webhook_configuration_the_operator_owns_it(rendered: Ren
 
 def test_namespaced_objects_land_in_the_release_namespace(rendered: Rendered) -> None:
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+    assert rendered.objects
     for obj in rendered.objects:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"]
@@ -302,6 +307,7 @@ def test_container_runs_changegate_with_the_documented_flags(rendered: Rendered)
         "cert-dir": "/var/run/changegate/certs",
         "namespace": "$(POD_NAMESPACE)",
         "service-account": rendered.install.fullname,
+        "service-name": rendered.install.fullname,
         "failure-policy": "Fail",
         "log-level": "info",
     }
@@ -359,19 +365,17 @@ def test_rbac_reads_changegate_objects_and_writes_only_window_status(rendered: R
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
 
 
-def test_rbac_namespace_role_holds_the_lease_and_own_secret(rendered: Rendered) -> None:
+def test_rbac_namespace_role_holds_only_the_lease(rendered: Rendered) -> None:
     role = rendered.one("Role")
     assert role["metadata"]["namespace"] == rendered.install.namespace
-    assert _rules(role, "coordination.k8s.io", "leases")
-    secrets = _rules(role, "", "secrets")
-    if rendered.install.cert_mode == "self-managed":
-        secret = f"{rendered.install.fullname}-tls"
-        named = [r for r in secrets if r.get("resourceNames")]
-        assert [r["resourceNames"] for r in named] == [[secret]]
-        assert {v for r in named for v in r["verbs"]} == {"get", "update", "patch"}
-        assert [r["verbs"] for r in secrets if not r.get("resourceNames")] == [["create"]]
-    else:  # cert-manager writes the Secret; changegate needs no access to it
-        assert secrets == []
+    leases = _rules(role, "coordination.k8s.io", "leases")
+    assert [(r.get("resourceNames"), r["verbs"]) for r in leases] == [
+        (["changegate"], ["get", "update", "patch"]),
+        (None, ["create"]),  # create cannot be restricted by resourceNames
+    ]
+    # Certificates are written by the chart or cert-manager; changegate reads no Secrets.
+    assert len(role["rules"]) == len(leases)
+    assert not _rules(rendered.one("ClusterRole"), "", "secrets")
 
 
 def test_bindings_grant_the_roles_to_changegates_service_account(rendered: Rendered) -> None:
@@ -416,24 +420,36 @@ def test_uninstall_hook_removes_only_the_webhook_configuration(rendered: Rendere
     assert all("delete" not in r["verbs"] for r in main["rules"])
 
 
+def _pem(secret: Mapping[str, Any], key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
 def test_certificates_come_from_the_chosen_source(rendered: Rendered) -> None:
     install = rendered.install
-    secret = f"{install.fullname}-tls"
+    secret_name = f"{install.fullname}-tls"
     volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == "certs")
-    assert volume["secret"]["secretName"] == secret
-    env = {e["name"]: e.get("value") for e in rendered.container["env"]}
-    assert env["CHANGEGATE_CERT_MODE"] == install.cert_mode
-    assert env["CHANGEGATE_CERT_SECRET"] == secret
-    assert env["CHANGEGATE_SERVICE_NAME"] == install.fullname
+    assert volume["secret"] == {"secretName": secret_name}
+    service_dns = f"{install.fullname}.{install.namespace}.svc"
     if install.cert_mode == "self-managed":
-        # The operator creates the Secret after the first pod starts.
-        assert volume["secret"]["optional"] is True
         assert not rendered.of_kind("Certificate") and not rendered.of_kind("Issuer")
+        secret = rendered.one("Secret", secret_name)
+        assert secret["type"] == "kubernetes.io/tls"
+        ca = x509.load_pem_x509_certificate(_pem(secret, "ca.crt"))
+        leaf = x509.load_pem_x509_certificate(_pem(secret, "tls.crt"))
+        leaf.verify_directly_issued_by(ca)  # raises if the chain is wrong
+        assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+        assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert service_dns in sans.get_values_for_type(x509.DNSName)
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+        key = serialization.load_pem_private_key(_pem(secret, "tls.key"), password=None)
+        assert key.public_key() == leaf.public_key()
         return
-    assert volume["secret"]["optional"] is False
+    assert not rendered.of_kind("Secret")
     cert = rendered.one("Certificate")
-    assert cert["spec"]["secretName"] == secret
-    assert f"{install.fullname}.{install.namespace}.svc" in cert["spec"]["dnsNames"]
+    assert cert["spec"]["secretName"] == secret_name
+    assert service_dns in cert["spec"]["dnsNames"]
     assert "server auth" in cert["spec"]["usages"]
     issuer = rendered.one("Issuer", cert["spec"]["issuerRef"]["name"])
     ca_cert = rendered.one("Certificate", f"{install.fullname}-ca")
@@ -442,7 +458,6 @@ def test_certificates_come_from_the_chosen_source(rendered: Rendered) -> None:
     assert rendered.one("Issuer", ca_cert["spec"]["issuerRef"]["name"])["spec"] == {
         "selfSigned": {}
     }
-    assert env["CHANGEGATE_CERT_MANAGER_CERTIFICATE"] == f"{install.namespace}/{install.fullname}"
 
 
 def test_service_monitor_scrapes_metrics_over_https_when_enabled(rendered: Rendered) -> None:
@@ -588,3 +603,45 @@ def test_docs_examples_are_accepted_by_the_api_server(
     assert result.returncode == 0, result.stderr
     accepted = [line for line in result.stdout.splitlines() if line.endswith("(server dry run)")]
     assert len(accepted) == count, result.stdout
+
+
+# -- a real install ----------------------------------------------------------------------------
+
+
+def test_upgrade_keeps_the_ca_and_reissues_the_serving_certificate(
+    helm: Path, controlplane: cluster.ControlPlane, tmp_path: Path
+) -> None:
+    """The operator copies ca.crt into caBundle at start, so an upgrade must not change the CA.
+
+    A real `helm install` and `helm upgrade` against the API server (no kubelet runs, so no pod
+    starts; the objects are what is checked). Uninstall skips the pre-delete hook, whose Job
+    would wait for a controller-manager this cluster does not run.
+    """
+    namespace, secret = "changegate-upgrade", "changegate-tls"
+    env = dict(os.environ, KUBECONFIG=str(controlplane.kubeconfig), HELM_CACHE_HOME=str(tmp_path))
+    ns = ["--namespace", namespace]
+
+    def helm_run(*args: str) -> None:
+        result = subprocess.run(
+            [str(helm), *args], env=env, capture_output=True, text=True, check=False, timeout=180
+        )
+        assert result.returncode == 0, result.stderr
+
+    def tls_secret() -> Mapping[str, Any]:
+        got = controlplane.kubectl("get", "secret", secret, "-n", namespace, "-o", "yaml")
+        assert got.returncode == 0, got.stderr
+        loaded: Mapping[str, Any] = yaml.safe_load(got.stdout)
+        return loaded
+
+    helm_run("install", "changegate", str(CHART), "--create-namespace", "--skip-crds", *ns)
+    try:
+        before = tls_secret()
+        helm_run("upgrade", "changegate", str(CHART), *ns)
+        after = tls_secret()
+    finally:
+        helm_run("uninstall", "changegate", "--no-hooks", *ns)
+    assert _pem(after, "ca.crt") == _pem(before, "ca.crt")
+    assert _pem(after, "ca.key") == _pem(before, "ca.key")
+    assert _pem(after, "tls.crt") != _pem(before, "tls.crt")
+    ca = x509.load_pem_x509_certificate(_pem(after, "ca.crt"))
+    x509.load_pem_x509_certificate(_pem(after, "tls.crt")).verify_directly_issued_by(ca)
