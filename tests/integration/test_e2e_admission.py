@@ -330,8 +330,26 @@ def admitted(out: subprocess.CompletedProcess[str]) -> subprocess.CompletedProce
 
 def test_change_inside_an_approved_window_is_admitted(world: World) -> None:
     world.setup()
-    world.approved_window(f"{world.ns}-w")
+    name = f"{world.ns}-w"
+    world.approved_window(name)
     eventually(lambda: admitted(world.configmap("inside", who=ALICE)))
+
+    def active_with_events() -> None:
+        status = world.window(name)["status"]
+        assert (status["phase"], status["approved"], status["approvals"]) == ("Active", True, "1/1")
+        out = world.kubectl(
+            "get",
+            "events",
+            "-n",
+            "default",
+            f"--field-selector=involvedObject.name={name}",
+            "-o",
+            "json",
+        )
+        reasons = {e["reason"] for e in json.loads(out.stdout)["items"]}
+        assert {"Approved", "Opened"} <= reasons, reasons
+
+    eventually(active_with_events)
 
 
 def test_change_outside_the_window_is_denied_with_the_next_opening(world: World) -> None:
@@ -613,7 +631,7 @@ def test_webhook_down_fails_closed_but_control_plane_still_works(
     world.setup()
     world.approved_window(f"{world.ns}-w")
     eventually(lambda: admitted(world.configmap("up", who=ALICE)))
-    changegate.stop()
+    assert changegate.stop() == 0  # SIGTERM is a clean shutdown
     try:
         out = world.configmap("down", who=ALICE)
         assert out.returncode != 0
