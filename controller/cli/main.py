@@ -343,10 +343,10 @@ def next_window_text(
     *,
     snapshot: index.Snapshot,
     at: datetime.datetime,
-    now: datetime.datetime,
     tz: datetime.tzinfo,
 ) -> str | None:
-    """The covering window that is open at ``at`` or opens first after it."""
+    """The covering window open at ``at``, else the first to open after it (relative to ``at``,
+    the moment the question is about)."""
     best: tuple[datetime.datetime, datetime.datetime, str, str] | None = None
     for w in snapshot.covering_windows(
         api_group=request.api_group,
@@ -362,9 +362,10 @@ def next_window_text(
     if best is None:
         return None
     start, end, name, ticket = best
-    return (
-        f"{name} ({ticket}) {render.when(start, now=now, tz=tz)} until {render.local_time(end, tz)}"
-    )
+    span = f"{render.local_time(start, tz)} - {render.local_time(end, tz)}"
+    if start <= at:
+        return f"{name} ({ticket}) open {span} (closes {render.relative(end, at)})"
+    return f"{name} ({ticket}) opens {span} ({render.relative(start, at)})"
 
 
 def cmd_can_i(c: Ctx) -> int:
@@ -389,7 +390,7 @@ def cmd_can_i(c: Ctx) -> int:
     live = load_live(c.kube, err=c.err)
     snap = live.snapshot()
     decision = decide.decide(request, snapshot=snap, now=at)
-    nxt = next_window_text(request, snapshot=snap, at=at, now=c.now, tz=c.tz)
+    nxt = next_window_text(request, snapshot=snap, at=at, tz=c.tz)
     if a.output in ("json", "yaml"):
         dump(
             {

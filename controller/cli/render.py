@@ -195,7 +195,8 @@ def describe_text(d: Description, *, now: datetime.datetime, tz: datetime.tzinfo
         f"Ticket:       {d.ticket}",
         f"Description:  {d.description or '-'}",
         f"Requester:    {d.requester}",
-        f"Phase:        {d.phase or '-'}" + (f" ({d.message})" if d.message else ""),
+        f"Phase:        {d.phase or '-'}"
+        + (f" ({d.message})" if d.message and d.message != d.phase else ""),
     ]
     if d.emergency_reason is not None:
         lines.append(f"Emergency:    yes — {d.emergency_reason}")
@@ -310,9 +311,9 @@ def can_i_text(
 
 # -- report ------------------------------------------------------------------------------------
 
-# What `report` counts from Events. ChangeDenied is posted on the denied object (aggregated
-# by the API server's event series, so `count` is read, not the number of Event objects);
-# the rest are posted on ChangeWindows by the operator.
+# What `report` counts from Events. ChangeDenied and EmergencyChange are posted on the object
+# the user touched and aggregated by the operator (so `count` is summed, not the number of
+# Event objects); the window transitions are posted on ChangeWindows.
 WINDOW_EVENT_REASONS = (
     "Approved",
     "ApprovalStale",
@@ -322,6 +323,7 @@ WINDOW_EVENT_REASONS = (
     "EmergencyOpened",
 )
 DENIED_REASON = "ChangeDenied"
+EMERGENCY_CHANGE_REASON = "EmergencyChange"
 
 
 def event_count(event: Mapping[str, Any]) -> int:
@@ -405,11 +407,10 @@ def report_data(
         involved = ev.get("involvedObject") or ev.get("regarding") or {}
         if reason == DENIED_REASON:
             denied += event_count(ev)
-        elif involved.get("kind") == "ChangeWindow":
-            if reason in by_reason:
-                by_reason[reason] += event_count(ev)
-            elif ev.get("type") == "Warning":
-                emergency_changes += event_count(ev)
+        elif reason == EMERGENCY_CHANGE_REASON:
+            emergency_changes += event_count(ev)
+        elif involved.get("kind") == "ChangeWindow" and reason in by_reason:
+            by_reason[reason] += event_count(ev)
     data["decisions"] = {
         "changeDenied": denied,
         "windowEvents": by_reason,

@@ -254,7 +254,8 @@ def test_report_counts_windows_created_in_the_period_and_events_by_reason() -> N
         _event("ChangeDenied", "ConfigMap", at(hours=-3), series={"count": 3}),
         _event("Approved", "ChangeWindow", at(days=-1)),
         _event("EmergencyOpened", "ChangeWindow", at(hours=-1)),
-        _event("EmergencyChange", "ChangeWindow", at(minutes=-30), type="Warning", count=2),
+        _event("EmergencyChange", "Deployment", at(minutes=-30), type="Warning", count=2),
+        _event("Opened", "Deployment", at(minutes=-30)),  # not a window transition
     ]
     data = render.report_data(
         windows=windows, events=events, since=since, now=NOW, phases={"a": "Active"}
@@ -265,6 +266,7 @@ def test_report_counts_windows_created_in_the_period_and_events_by_reason() -> N
     assert data["decisions"]["changeDenied"] == 8
     assert data["decisions"]["windowEvents"]["Approved"] == 1
     assert data["decisions"]["windowEvents"]["EmergencyOpened"] == 1
+    assert data["decisions"]["windowEvents"]["Opened"] == 0
     assert data["decisions"]["emergencyChanges"] == 2
     text = render.report_text(data, now=NOW, tz=SEOUL)
     assert "denied changes (ChangeDenied): 8" in text and "T-bg" in text
