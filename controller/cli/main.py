@@ -113,9 +113,9 @@ def resource_catalog(k: kube_mod.Kube, *, err: TextIO) -> list[verbs.ResourceInf
     """Discovery's resources; the built-in alias table when discovery is unavailable."""
     try:
         found = verbs.resources_from_discovery(k.discovery())
-    except (kube_mod.Forbidden, kube_mod.Rejected, kube_mod.CliError) as e:
-        if isinstance(e, kube_mod.Unreachable):
-            raise
+    except kube_mod.Unreachable:
+        raise
+    except kube_mod.CliError as e:
         print(f"warning: discovery unavailable ({e}); using the built-in resource table", file=err)
         return list(verbs.BUILTIN_RESOURCES)
     return found or list(verbs.BUILTIN_RESOURCES)
@@ -174,6 +174,7 @@ class Ctx:
     tz: datetime.tzinfo
     out: TextIO
     err: TextIO
+    stdin: TextIO
 
 
 # -- list --------------------------------------------------------------------------------------
@@ -607,12 +608,12 @@ def cmd_approve(c: Ctx) -> int:
         print(f"{user} has already approved this version of the window.", file=c.out)
         return EXIT_OK
     if not a.yes:
-        if not c.args.stdin.isatty():
+        if not c.stdin.isatty():
             raise verbs.UsageError(
                 "stdin is not a terminal: pass --yes to approve non-interactively"
             )
         print(f"Approve {a.name} as {user}? [y/N] ", end="", file=c.out, flush=True)
-        answer = c.args.stdin.readline().strip().lower()
+        answer = c.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             print("Not approved.", file=c.out)
             return EXIT_ERROR
@@ -820,7 +821,6 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
-    args.stdin = stdin or sys.stdin
     if args.command == "request" and args.cron and not args.schedule_tz:
         args.schedule_tz = args.tz
     try:
@@ -838,6 +838,7 @@ def main(
             tz=tz,
             out=out,
             err=err,
+            stdin=stdin or sys.stdin,
         )
         return COMMANDS[args.command](ctx)
     except (kube_mod.CliError, verbs.UsageError, ValueError) as e:

@@ -42,14 +42,23 @@ class Result:
     err: str
 
 
-def run(kubeconfig: Path, *args: str, now: datetime.datetime = NOW) -> Result:
+class Terminal(io.StringIO):
+    """Typed answers on what looks like an interactive terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run(
+    kubeconfig: Path, *args: str, now: datetime.datetime = NOW, stdin: io.StringIO | None = None
+) -> Result:
     """Run the CLI in-process (fast), exactly as the console script would."""
     out, err = io.StringIO(), io.StringIO()
     code = main.main(
         [*args, "--kubeconfig", str(kubeconfig), "--tz", "Asia/Seoul"],
         out=out,
         err=err,
-        stdin=io.StringIO(""),
+        stdin=stdin if stdin is not None else io.StringIO(""),
         now=now,
     )
     return Result(code, out.getvalue(), err.getvalue())
@@ -431,6 +440,20 @@ def test_approval_patch_fails_safely_when_the_window_changed_since_it_was_read(
         world.kubectl("get", "changewindow", "cli-chg-race", "-o", "json", check=True).stdout
     )
     assert not stored["spec"].get("approvals")  # nothing was appended to the edited spec
+
+
+def test_approve_asks_on_a_terminal_and_only_yes_approves(
+    world: cluster.ControlPlane, alice: Path, bob: Path
+) -> None:
+    assert request_window(alice, "cli-chg-tty").code == 0
+    declined = run(bob, "approve", "cli-chg-tty", stdin=Terminal("n\n"))
+    assert declined.code == 2 and "Approve cli-chg-tty as bob@example.com? [y/N]" in declined.out
+    stored = json.loads(world.kubectl("get", "changewindow", "cli-chg-tty", "-o", "json").stdout)
+    assert not stored["spec"].get("approvals")
+    accepted = run(bob, "approve", "cli-chg-tty", stdin=Terminal("y\n"))
+    assert accepted.code == 0, accepted.err
+    again = run(bob, "approve", "cli-chg-tty", "--yes")
+    assert again.code == 0 and "already approved" in again.out
 
 
 # -- can-i answers what the webhook answers ------------------------------------------------------
