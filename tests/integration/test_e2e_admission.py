@@ -374,6 +374,29 @@ def test_requester_not_designated_is_denied(world: World) -> None:
     assert "not designated" in message
 
 
+def test_repeated_denials_are_one_change_denied_event(world: World) -> None:
+    world.setup()
+    for _ in range(5):  # a retry loop
+        denied(world.configmap("retry", who=CAROL))
+
+    def one_event() -> None:
+        out = world.kubectl(
+            "get",
+            "events",
+            "-n",
+            world.ns,
+            "--field-selector=reason=ChangeDenied,involvedObject.name=retry",
+            "-o",
+            "json",
+        )
+        items = json.loads(out.stdout)["items"]
+        assert len(items) == 1, items
+        assert items[0]["type"] == "Warning"
+        assert "changegate denied" in items[0]["message"]
+
+    eventually(one_event)
+
+
 def test_change_outside_work_hours_is_denied(world: World) -> None:
     # Work hours two to three hours from now, every day: now is outside them.
     start = (NOW + datetime.timedelta(hours=2)).strftime("%H:00")
