@@ -116,6 +116,7 @@ class Kube:
             raise CliError(f"cannot load kubeconfig: {e}") from e
         except FileNotFoundError as e:
             raise CliError(f"cannot load kubeconfig: {e}") from e
+        self.conn = conn
         self.server: str = cfg.host
         self._api = k8s_client.ApiClient(cfg)
         for name, value in impersonation_headers(conn.as_user, conn.as_groups).items():
@@ -196,6 +197,19 @@ class Kube:
             if not isinstance(doc, Mapping) or doc.get("kind") != "APIGroupDiscoveryList":
                 raise CliError("the API server does not serve aggregated discovery")
             yield doc
+
+
+def context_namespace(conn: Connection) -> str:
+    """The kubeconfig context's namespace, else ``default`` — as kubectl does."""
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=conn.kubeconfig
+        )
+    except (k8s_config.ConfigException, OSError):
+        return "default"
+    if conn.context:
+        active = next((x for x in contexts if x.get("name") == conn.context), active)
+    return str(((active or {}).get("context") or {}).get("namespace") or "default")
 
 
 def _root(e: BaseException) -> str:

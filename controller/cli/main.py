@@ -378,7 +378,7 @@ def cmd_can_i(c: Ctx) -> int:
     user, groups = caller(c.kube, a)
     namespace = a.namespace or ""
     if info.namespaced and not namespace:
-        namespace = _current_namespace(a)
+        namespace = kube_mod.context_namespace(c.kube.conn)
     request = verbs.build_request(
         verb=a.verb,
         resource=info,
@@ -435,20 +435,6 @@ def cmd_can_i(c: Ctx) -> int:
             file=c.out,
         )
     return EXIT_OK if decision.allowed else EXIT_DENIED
-
-
-def _current_namespace(args: argparse.Namespace) -> str:
-    """The kubeconfig context's namespace, else ``default`` — as kubectl does."""
-    from kubernetes import config as k8s_config
-
-    try:
-        _, active = k8s_config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-        if args.context:
-            contexts, _ = k8s_config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-            active = next((x for x in contexts if x["name"] == args.context), active)
-        return str((active or {}).get("context", {}).get("namespace") or "default")
-    except Exception:
-        return "default"
 
 
 # -- request / emergency -----------------------------------------------------------------------

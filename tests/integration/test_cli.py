@@ -273,6 +273,13 @@ def test_can_i_denies_with_the_webhooks_reason_and_exit_code_1(
 def test_can_i_allows_what_no_policy_controls(world: cluster.ControlPlane, alice: Path) -> None:
     code, answer = can_i(alice, "update", "configmaps", "x", "-n", NS)
     assert (code, answer["reason"]) == (0, "NotControlled")
+    # Without -n: the context's namespace, else "default" (as kubectl), where no policy applies.
+    code, answer = can_i(alice, "update", "deploy", "web")
+    assert (code, answer["reason"], answer["request"]["namespace"]) == (
+        0,
+        "NotControlled",
+        "default",
+    )
 
 
 def _approved_window(world: cluster.ControlPlane, alice: Path) -> None:
