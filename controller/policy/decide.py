@@ -353,9 +353,7 @@ def _through_window(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Cont
     if interval is None:
         return _Verdict(policy=p, allow=False, reason=Reason.NO_WINDOW, window=w)
 
-    state = approvals.approval_state(
-        w.window, current_hash=w.spec_hash, required=p.policy.spec.approval.required
-    )
+    state = w.approval_state(p.policy.spec.approval.required)
     if not state.approved:
         if state.stale:
             why = explain.approval_stale(

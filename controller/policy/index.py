@@ -23,6 +23,7 @@ explicit empty lists), so the operator always passes raw specs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ from controller.policy import approvals, matching, schedules
 
 FAR_FUTURE = datetime.datetime.max.replace(tzinfo=datetime.UTC)
 _EMPTY_LABELS: Mapping[str, str] = {}
+_MEMO_LIMIT = 100_000
 
 
 class CachedTimeline:
@@ -45,7 +47,7 @@ class CachedTimeline:
     10,000 crons up front.
     """
 
-    __slots__ = ("_factory", "_hi", "_interval", "_lo", "_timeline")
+    __slots__ = ("_factory", "_hi", "_interval", "_lo", "_next", "_next_lo", "_timeline")
 
     def __init__(self, factory: Callable[[], schedules.Timeline]) -> None:
         self._factory = factory
@@ -53,6 +55,8 @@ class CachedTimeline:
         self._lo: datetime.datetime | None = None
         self._hi: datetime.datetime = FAR_FUTURE
         self._interval: schedules.Interval | None = None
+        self._next_lo: datetime.datetime | None = None
+        self._next: schedules.Interval | None = None
 
     @property
     def timeline(self) -> schedules.Timeline:
@@ -69,7 +73,7 @@ class CachedTimeline:
         if interval is not None:
             lo, hi = interval.start, interval.end
         else:
-            upcoming = timeline.next_interval(t)
+            upcoming = self.next_interval(t)
             lo, hi = t, (upcoming.start if upcoming is not None else FAR_FUTURE)
         self._lo, self._hi, self._interval = lo, hi, interval
         return interval
@@ -78,13 +82,20 @@ class CachedTimeline:
         return self.interval_at(t) is not None
 
     def next_interval(self, t: datetime.datetime) -> schedules.Interval | None:
-        return self.timeline.next_interval(t)
+        """Cached too: no interval starts in (t0, t] while t < next.start, so the answer for
+        t0 holds for every t in [t0, next.start)."""
+        lo = self._next_lo
+        if lo is not None and lo <= t and (self._next is None or t < self._next.start):
+            return self._next
+        upcoming = self.timeline.next_interval(t)
+        self._next_lo, self._next = t, upcoming
+        return upcoming
 
 
 class CompiledWindow:
     """A ChangeWindow with its timeline and specHash, computed once and kept."""
 
-    __slots__ = ("_hash", "name", "raw_spec", "timeline", "window")
+    __slots__ = ("_approvers", "_hash", "name", "raw_spec", "targets", "timeline", "window")
 
     def __init__(self, window: crds.ChangeWindow, raw_spec: Mapping[str, Any] | None) -> None:
         self.name = window.metadata.name
@@ -92,7 +103,19 @@ class CompiledWindow:
         self.raw_spec = raw_spec
         schedule = window.spec.schedule
         self.timeline = CachedTimeline(lambda: schedules.from_schedule(schedule))
+        self.targets = tuple(matching.CompiledTarget(t) for t in window.spec.targets)
         self._hash: str | None = None
+        self._approvers: approvals.ApprovalState | None = None
+
+    def approval_state(self, required: int) -> approvals.ApprovalState:
+        """Approval state for ``required``; the counting is done once per window."""
+        state = self._approvers
+        if state is None:
+            state = approvals.approval_state(self.window, current_hash=self.spec_hash, required=0)
+            self._approvers = state
+        if state.required == required:
+            return state
+        return dataclasses.replace(state, required=required)
 
     @property
     def spec_hash(self) -> str:
@@ -120,29 +143,29 @@ class CompiledWindow:
         name: str,
         labels: Mapping[str, str],
     ) -> bool:
+        patterns = matching.resource_patterns(resource, subresource)
         return any(
-            matching.target_covers(
-                t,
+            t.covers(
                 api_group=api_group,
-                resource=resource,
-                subresource=subresource,
+                patterns=patterns,
                 operation=operation,
                 namespace=namespace,
                 name=name,
                 labels=labels,
             )
-            for t in self.window.spec.targets
+            for t in self.targets
         )
 
 
 class CompiledPolicy:
     """A ChangePolicy with compiled ticket pattern and cached blackout timelines."""
 
-    __slots__ = ("blackouts", "name", "policy", "ticket_re")
+    __slots__ = ("blackouts", "name", "policy", "rules", "ticket_re")
 
     def __init__(self, policy: crds.ChangePolicy) -> None:
         self.name = policy.metadata.name
         self.policy = policy
+        self.rules = tuple(matching.CompiledRule(r) for r in policy.spec.match.resources)
         pattern = policy.spec.ticket_pattern
         self.ticket_re: re.Pattern[str] | None = re.compile(pattern) if pattern else None
         self.blackouts: tuple[tuple[crds.Blackout, CachedTimeline], ...] = tuple(
@@ -233,18 +256,42 @@ class Snapshot:
                 if not bucket or bucket[-1] is not p:
                     bucket.append(p)
 
+        # Selector targets are resolved against the namespaces we know, once per distinct
+        # selector, and indexed like listed namespaces. A namespace we do not know has no
+        # labels, so a selector that matches an empty label set (NotIn, DoesNotExist, {})
+        # could cover it: those stay in a per-resource list and are checked per request.
         self._windows_by_namespace: dict[_Key3, list[CompiledWindow]] = {}
         self._windows_by_selector: dict[_Key2, list[CompiledWindow]] = {}
         self._windows_by_identity: dict[str, list[CompiledWindow]] = {}
+        resolved: dict[str, tuple[str, ...] | None] = {}
         for w in windows.values():
             for target in w.window.spec.targets:
                 keys = _rule_keys(target.resources)
                 for ns in target.namespaces:
                     for g, r in keys:
                         _add(self._windows_by_namespace, (ns, g, r), w)
-                if target.namespace_selector is not None:
+                selector = target.namespace_selector
+                if selector is None:
+                    continue
+                skey = selector.model_dump_json()
+                if skey not in resolved:
+                    resolved[skey] = (
+                        None
+                        if matching.selector_matches(selector, _EMPTY_LABELS)
+                        else tuple(
+                            ns
+                            for ns, labels in namespaces.items()
+                            if matching.selector_matches(selector, labels)
+                        )
+                    )
+                selected = resolved[skey]
+                if selected is None:
                     for key in keys:
                         _add(self._windows_by_selector, key, w)
+                else:
+                    for ns in selected:
+                        for g, r in keys:
+                            _add(self._windows_by_namespace, (ns, g, r), w)
             for ident in w.window.spec.identities:
                 _add(self._windows_by_identity, ident, w)
 
@@ -254,6 +301,7 @@ class Snapshot:
                 _add(self._identities_by_subject, matching.subject_key(s), i)
 
         self._policies_for_window: dict[str, tuple[CompiledPolicy, ...]] = {}
+        self._controlling_by_rule: dict[tuple[str, str, str, str], list[CompiledPolicy]] = {}
 
     @classmethod
     def build(
@@ -322,23 +370,52 @@ class Snapshot:
         operation: str,
         namespace: str,
     ) -> list[CompiledPolicy]:
-        """Every policy whose ``match`` covers the request, in name order."""
+        """Every policy whose ``match`` covers the request, in name order.
+
+        The rule part is memoised per (group, resource, subresource, operation) — a small key
+        space that real traffic repeats; the namespace part is a set lookup or a selector.
+        """
+        rule_key = (api_group, resource, subresource, operation)
+        by_rule = self._controlling_by_rule.get(rule_key)
+        if by_rule is None:
+            patterns = matching.resource_patterns(resource, subresource)
+            seen: dict[str, CompiledPolicy] = {}
+            for key in _request_keys(api_group, resource, subresource):
+                for p in self._policies_by_resource.get(key, ()):
+                    if p.name not in seen and any(
+                        r.covers(api_group=api_group, patterns=patterns, operation=operation)
+                        for r in p.rules
+                    ):
+                        seen[p.name] = p
+            by_rule = [seen[n] for n in sorted(seen)]
+            if len(self._controlling_by_rule) >= _MEMO_LIMIT:
+                self._controlling_by_rule.clear()  # bounded: odd keys cannot grow it forever
+            self._controlling_by_rule[rule_key] = by_rule
+        if not by_rule:
+            return by_rule
         labels = self.namespace_labels(namespace)
-        found: list[CompiledPolicy] = []
-        for key in _request_keys(api_group, resource, subresource):
-            for p in self._policies_by_resource.get(key, ()):
-                if p not in found and matching.policy_covers(
-                    p.policy,
-                    api_group=api_group,
-                    resource=resource,
-                    subresource=subresource,
-                    operation=operation,
-                    namespace=namespace,
-                    labels=labels,
-                ):
-                    found.append(p)
-        found.sort(key=lambda p: p.name)
-        return found
+        return [
+            p
+            for p in by_rule
+            if matching.policy_namespace_covers(
+                p.policy.spec.match, namespace=namespace, labels=labels
+            )
+        ]
+
+    def prime(self, now: datetime.datetime) -> None:
+        """Compile every timeline and fill its open-interval cache for ``now``.
+
+        Decisions do this lazily; priming once after the initial sync (and the caches
+        surviving later rebuilds via ``previous``) keeps the first request that touches a
+        recurring window from paying for its cron walk.
+        """
+        for w in self.compiled_windows.values():
+            w.timeline.interval_at(now)
+        for i in self.compiled_identities.values():
+            if i.work_hours is not None:
+                i.work_hours.interval_at(now)
+        for p in self.compiled_policies.values():
+            p.active_blackout(now)
 
     def covering_windows(
         self,

@@ -248,3 +248,63 @@ def _resources_overlap(x: str, y: str) -> bool:
     same_resource = xr == "*" or yr == "*" or xr == yr
     same_sub = xs == "*" or ys == "*" or xs == ys
     return same_resource and same_sub
+
+
+# -- compiled forms: the same semantics with sets, for the request path ------------------------
+
+
+class CompiledRule:
+    """A ResourceRule as sets, so covering a request is a few hash lookups."""
+
+    __slots__ = ("all_groups", "all_ops", "groups", "ops", "resources")
+
+    def __init__(self, rule: crds.ResourceRule) -> None:
+        self.groups = frozenset(rule.api_groups)
+        self.all_groups = "*" in self.groups
+        self.ops = frozenset(str(o) for o in rule.operations)
+        self.all_ops = "*" in self.ops
+        self.resources = frozenset(rule.resources)
+
+    def covers(self, *, api_group: str, patterns: tuple[str, ...], operation: str) -> bool:
+        if not (self.all_groups or api_group in self.groups):
+            return False
+        if not (self.all_ops or operation in self.ops):
+            return False
+        resources = self.resources
+        return any(p in resources for p in patterns)
+
+
+class CompiledTarget:
+    """A WindowTarget as sets; ``covers`` agrees with ``target_covers``."""
+
+    __slots__ = ("everywhere", "names", "namespaces", "rules", "selector")
+
+    def __init__(self, target: crds.WindowTarget) -> None:
+        self.rules = tuple(CompiledRule(r) for r in target.resources)
+        self.namespaces = frozenset(target.namespaces)
+        self.selector = target.namespace_selector
+        self.everywhere = selector_is_empty(target.namespace_selector)
+        self.names = frozenset(target.names)
+
+    def covers(
+        self,
+        *,
+        api_group: str,
+        patterns: tuple[str, ...],
+        operation: str,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str],
+    ) -> bool:
+        if self.names and name not in self.names:
+            return False
+        if not any(
+            r.covers(api_group=api_group, patterns=patterns, operation=operation)
+            for r in self.rules
+        ):
+            return False
+        if not namespace:
+            return self.everywhere
+        if namespace in self.namespaces or self.everywhere:
+            return True
+        return self.selector is not None and selector_matches(self.selector, labels)

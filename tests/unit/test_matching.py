@@ -77,7 +77,11 @@ def test_resource_rules_follow_kubernetes_webhook_rule_semantics(
     r: crds.ResourceRule, group: str, resource: str, sub: str, op: str, expected: bool
 ) -> None:
     got = matching.rule_covers(r, api_group=group, resource=resource, subresource=sub, operation=op)
+    compiled = matching.CompiledRule(r).covers(
+        api_group=group, patterns=matching.resource_patterns(resource, sub), operation=op
+    )
     assert got is expected
+    assert compiled is expected
 
 
 def selector(body: dict[str, Any]) -> crds.LabelSelector:
@@ -191,7 +195,16 @@ def test_window_targets_cover_namespaces_resources_and_names(
         name=name,
         labels={},
     )
+    compiled = matching.CompiledTarget(target(t)).covers(
+        api_group="",
+        patterns=matching.resource_patterns("configmaps", ""),
+        operation="UPDATE",
+        namespace=namespace,
+        name=name,
+        labels={},
+    )
     assert got is expected
+    assert compiled is expected  # the request path's compiled form agrees
 
 
 def test_create_name_comes_from_object_metadata() -> None:
