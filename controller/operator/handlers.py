@@ -13,6 +13,7 @@ so the ``on.event`` handlers apply those (and upserts again, harmlessly idempote
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,11 +45,17 @@ class Watches:
         self.store = store
         self.on_change = on_change
         self.synced = False
+        self.known: dict[Kind, set[str]] = {kind: set() for kind in KINDS}
 
     def apply(
         self, kind: Kind, event: Literal["upsert", "delete"], body: Mapping[str, Any]
     ) -> None:
         plain = dict(body)
+        name = str(plain.get("metadata", {}).get("name", ""))
+        if event == "delete":
+            self.known[kind].discard(name)
+        else:
+            self.known[kind].add(name)
         errors = self.store.apply(kind, event, plain)
         if errors:
             name = plain.get("metadata", {}).get("name", "?")
@@ -76,6 +83,34 @@ class Watches:
         elif body:
             self.apply(kind, "upsert", body)
         self.mark_synced()
+
+
+async def forget_vanished(
+    watches: Watches,
+    *,
+    list_names: Callable[[Kind], set[str]],
+    exists: Callable[[Kind, str], bool],
+    every: float = 300.0,
+) -> None:
+    """Periodically drop objects the watch never reported as deleted.
+
+    When a watch expires (410 Gone) kopf lists again, and objects deleted in the gap produce
+    no DELETED event. A deleted ChangeWindow that stayed in the index would keep admitting
+    changes, so every ``every`` seconds each kind is listed and any name we still hold but
+    the list lacks is confirmed gone with a GET (an object created after the list must not
+    be dropped) before it is removed.
+    """
+    while True:
+        await asyncio.sleep(every)
+        for kind in KINDS:
+            try:
+                listed = await asyncio.to_thread(list_names, kind)
+                for name in sorted(watches.known[kind] - listed):
+                    if not await asyncio.to_thread(exists, kind, name):
+                        logger.warning("%s %s vanished without a watch event; dropped", kind, name)
+                        watches.apply(kind, "delete", {"metadata": {"name": name}})
+            except Exception as e:  # the watch stays the primary source; retry next round
+                logger.warning("resync of %s failed: %s", kind, e)
 
 
 def build_registry(watches: Watches, *, kubeconfig: Path | None = None) -> kopf.OperatorRegistry:

@@ -143,6 +143,27 @@ async def run(config: Config) -> None:
             loop_.poke()
 
     watches = handlers.Watches(store=store, on_change=on_change)
+    custom: Any = kubernetes.client.CustomObjectsApi(api)  # untyped JSON answers
+    core: Any = kubernetes.client.CoreV1Api(api)
+
+    def list_names(kind: handlers.Kind) -> set[str]:
+        if kind == "Namespace":
+            return {ns.metadata.name for ns in core.list_namespace().items}
+        listed = custom.list_cluster_custom_object(crds.GROUP, crds.VERSION, crds.PLURALS[kind])
+        return {item["metadata"]["name"] for item in listed.get("items", [])}
+
+    def exists(kind: handlers.Kind, name: str) -> bool:
+        try:
+            if kind == "Namespace":
+                core.read_namespace(name)
+            else:
+                custom.get_cluster_custom_object(crds.GROUP, crds.VERSION, crds.PLURALS[kind], name)
+        except kubernetes.client.exceptions.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -152,6 +173,10 @@ async def run(config: Config) -> None:
         asyncio.create_task(poster.run(), name="changegate-events"),
         asyncio.create_task(elector.run(), name="changegate-lease"),
         asyncio.create_task(loop_.run(), name="changegate-reconciler"),
+        asyncio.create_task(
+            handlers.forget_vanished(watches, list_names=list_names, exists=exists),
+            name="changegate-resync",
+        ),
     ]
     kopf_stop = asyncio.Event()
     operator = asyncio.create_task(

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -248,12 +249,26 @@ class WebhookReconciler:
     by the leader and only when it differs, so the blocking client is not worth replacing.
     """
 
-    def __init__(self, *, api: Any) -> None:
+    def __init__(self, *, api: Any, recheck_after: float = 300.0) -> None:
         self._api = api  # kubernetes.client.AdmissionregistrationV1Api
+        self._recheck_after = recheck_after
+        self._confirmed: dict[str, Any] | None = None
+        self._confirmed_at = 0.0
 
     async def reconcile(self, desired: Mapping[str, Any]) -> bool:
-        """Create or replace the configuration if it differs; True when it wrote."""
-        return await asyncio.to_thread(self._reconcile_sync, dict(desired))
+        """Create or replace the configuration if it differs; True when it wrote.
+
+        The reconciler runs after every index change (most are windows and namespaces, which
+        do not change the configuration), so an unchanged desired configuration confirmed
+        recently is not re-read; drift by someone else is still repaired within recheck_after.
+        """
+        wanted = dict(desired)
+        fresh = time.monotonic() - self._confirmed_at < self._recheck_after
+        if fresh and wanted == self._confirmed:
+            return False
+        wrote = await asyncio.to_thread(self._reconcile_sync, wanted)
+        self._confirmed, self._confirmed_at = wanted, time.monotonic()
+        return wrote
 
     def _reconcile_sync(self, desired: dict[str, Any]) -> bool:
         from kubernetes.client.exceptions import ApiException

@@ -1,13 +1,15 @@
-"""ChangeWindow status writes and transition Events; the Lease rule of the leader election."""
+"""ChangeWindow status writes and transition Events; the Lease rule; resync of vanished objects."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
 import pytest
 
-from controller.operator import leader, windows
+from controller import store as stores
+from controller.operator import handlers, leader, windows
 
 T0 = datetime.datetime(2026, 12, 1, 13, 0, tzinfo=datetime.UTC)
 
@@ -135,3 +137,29 @@ def test_lease_may_be_taken_only_when_free_ours_or_expired(
     view: leader.LeaseView | None, may: bool
 ) -> None:
     assert leader.may_hold(view, me="me", now=T0) is may
+
+
+async def test_objects_deleted_during_a_watch_gap_are_dropped_after_a_get_confirms() -> None:
+    changes: list[tuple[str, str, str]] = []
+    watches = handlers.Watches(
+        store=stores.Store(),
+        on_change=lambda kind, event, body: changes.append((kind, event, body["metadata"]["name"])),
+    )
+    for name in ("gone", "created-after-the-list", "listed"):
+        watches.apply("Namespace", "upsert", {"metadata": {"name": name}})
+
+    task = asyncio.create_task(
+        handlers.forget_vanished(
+            watches,
+            list_names=lambda kind: {"listed"} if kind == "Namespace" else set(),
+            exists=lambda kind, name: name != "gone",
+            every=0,
+        )
+    )
+    for _ in range(100):
+        if ("Namespace", "delete", "gone") in changes:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert watches.known["Namespace"] == {"created-after-the-list", "listed"}
+    assert [c for c in changes if c[1] == "delete"] == [("Namespace", "delete", "gone")]
