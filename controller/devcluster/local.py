@@ -123,15 +123,19 @@ class Changegate:
             h["clientConfig"].get("url") == f"{self.url}/validate" for h in hooks
         )
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    def stop(self) -> int | None:
+        """SIGTERM, as the kubelet sends; returns the exit code (None if it was not running)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+                proc.kill()
+                proc.wait(timeout=10)
+        return proc.returncode
 
 
 @contextlib.contextmanager
