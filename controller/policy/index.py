@@ -160,17 +160,42 @@ class CompiledWindow:
 class CompiledPolicy:
     """A ChangePolicy with compiled ticket pattern and cached blackout timelines."""
 
-    __slots__ = ("blackouts", "name", "policy", "rules", "ticket_re")
+    __slots__ = (
+        "blackouts",
+        "exclude",
+        "name",
+        "namespaces",
+        "policy",
+        "rules",
+        "scoped",
+        "selector",
+        "ticket_re",
+    )
 
     def __init__(self, policy: crds.ChangePolicy) -> None:
         self.name = policy.metadata.name
         self.policy = policy
-        self.rules = tuple(matching.CompiledRule(r) for r in policy.spec.match.resources)
+        match = policy.spec.match
+        self.rules = tuple(matching.CompiledRule(r) for r in match.resources)
+        self.namespaces = frozenset(match.namespaces)
+        self.exclude = frozenset(match.exclude_namespaces)
+        self.selector = match.namespace_selector
+        self.scoped = bool(self.namespaces) or self.selector is not None
         pattern = policy.spec.ticket_pattern
         self.ticket_re: re.Pattern[str] | None = re.compile(pattern) if pattern else None
         self.blackouts: tuple[tuple[crds.Blackout, CachedTimeline], ...] = tuple(
             (b, CachedTimeline(_blackout_factory(b))) for b in policy.spec.blackouts
         )
+
+    def covers_namespace(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """``matching.policy_namespace_covers`` with sets (a test pins that they agree)."""
+        if not namespace:
+            return not self.scoped
+        if namespace in self.exclude:
+            return False
+        if not self.scoped or namespace in self.namespaces:
+            return True
+        return self.selector is not None and matching.selector_matches(self.selector, labels)
 
     def ticket_ok(self, ticket: str) -> bool:
         return self.ticket_re is None or self.ticket_re.search(ticket) is not None
@@ -394,13 +419,7 @@ class Snapshot:
         if not by_rule:
             return by_rule
         labels = self.namespace_labels(namespace)
-        return [
-            p
-            for p in by_rule
-            if matching.policy_namespace_covers(
-                p.policy.spec.match, namespace=namespace, labels=labels
-            )
-        ]
+        return [p for p in by_rule if p.covers_namespace(namespace, labels)]
 
     def prime(self, now: datetime.datetime) -> None:
         """Compile every timeline and fill its open-interval cache for ``now``.

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.model import crds
-from controller.policy import matching
+from controller.policy import index, matching
 
 
 def rule(groups: list[str], resources: list[str], operations: list[str]) -> crds.ResourceRule:
@@ -160,6 +160,10 @@ def test_policy_namespaces_are_a_union_minus_excluded(
     assert (
         matching.policy_namespace_covers(match(m), namespace=namespace, labels=labels) is expected
     )
+    policy = crds.ChangePolicy(
+        metadata=crds.ObjectMeta(name="p"), spec=crds.ChangePolicySpec(match=match(m))
+    )
+    assert index.CompiledPolicy(policy).covers_namespace(namespace, labels) is expected
 
 
 def target(body: dict[str, Any]) -> crds.WindowTarget:
