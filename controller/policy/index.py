@@ -245,7 +245,7 @@ class CompiledIdentity:
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-_Key3 = tuple[str, str, str]
+_Key4 = tuple[str, str, str, str]
 _Key2 = tuple[str, str]
 
 
@@ -281,42 +281,44 @@ class Snapshot:
                 if not bucket or bucket[-1] is not p:
                     bucket.append(p)
 
+        # Windows are indexed by (namespace, group, resource, operation) straight from each
+        # rule, so an entry found by a probe already covers the request's namespace, group,
+        # resource and operation: only ``names`` is left to check (the entry carries them).
         # Selector targets are resolved against the namespaces we know, once per distinct
-        # selector, and indexed like listed namespaces. A namespace we do not know has no
-        # labels, so a selector that matches an empty label set (NotIn, DoesNotExist, {})
-        # could cover it: those stay in a per-resource list and are checked per request.
-        self._windows_by_namespace: dict[_Key3, list[CompiledWindow]] = {}
+        # selector. A namespace we do not know has no labels, so a selector that matches an
+        # empty label set (NotIn, DoesNotExist, ``{}``) could cover it, and ``{}`` also covers
+        # cluster-scoped objects: those stay in a per-resource list checked per request.
+        self._windows_by_namespace: dict[_Key4, list[tuple[CompiledWindow, frozenset[str]]]] = {}
         self._windows_by_selector: dict[_Key2, list[CompiledWindow]] = {}
         self._windows_by_identity: dict[str, list[CompiledWindow]] = {}
         resolved: dict[str, tuple[str, ...] | None] = {}
         for w in windows.values():
-            for target in w.window.spec.targets:
-                keys = _rule_keys(target.resources)
-                for ns in target.namespaces:
-                    for g, r in keys:
-                        _add(self._windows_by_namespace, (ns, g, r), w)
+            for target, compiled in zip(w.window.spec.targets, w.targets, strict=True):
+                keys = _rule_op_keys(target.resources)
+                selected: tuple[str, ...] | None = ()
                 selector = target.namespace_selector
-                if selector is None:
-                    continue
-                skey = selector.model_dump_json()
-                if skey not in resolved:
-                    resolved[skey] = (
-                        None
-                        if matching.selector_matches(selector, _EMPTY_LABELS)
-                        else tuple(
-                            ns
-                            for ns, labels in namespaces.items()
-                            if matching.selector_matches(selector, labels)
+                if selector is not None:
+                    skey = selector.model_dump_json()
+                    if skey not in resolved:
+                        resolved[skey] = (
+                            None
+                            if matching.selector_matches(selector, _EMPTY_LABELS)
+                            else tuple(
+                                ns
+                                for ns, labels in namespaces.items()
+                                if matching.selector_matches(selector, labels)
+                            )
                         )
-                    )
-                selected = resolved[skey]
+                    selected = resolved[skey]
                 if selected is None:
-                    for key in keys:
-                        _add(self._windows_by_selector, key, w)
-                else:
-                    for ns in selected:
-                        for g, r in keys:
-                            _add(self._windows_by_namespace, (ns, g, r), w)
+                    for g, r, _ in keys:
+                        _add(self._windows_by_selector, (g, r), w)
+                    continue  # the per-request check covers listed namespaces too
+                for ns in (*target.namespaces, *selected):
+                    for g, r, op in keys:
+                        bucket = self._windows_by_namespace.setdefault((ns, g, r, op), [])
+                        if not bucket or bucket[-1][0] is not w:
+                            bucket.append((w, compiled.names))
             for ident in w.window.spec.identities:
                 _add(self._windows_by_identity, ident, w)
 
@@ -447,28 +449,33 @@ class Snapshot:
         name: str,
     ) -> list[CompiledWindow]:
         """Every window with a target covering the request, in name order."""
-        labels = self.namespace_labels(namespace)
-        candidates: dict[str, CompiledWindow] = {}
+        found: dict[str, CompiledWindow] = {}
+        by_namespace = self._windows_by_namespace
+        selector_lists = []
         for g, r in _request_keys(api_group, resource, subresource):
-            for w in self._windows_by_namespace.get((namespace, g, r), ()):
-                candidates[w.name] = w
-            for w in self._windows_by_selector.get((g, r), ()):
-                candidates[w.name] = w
-        found = [
-            w
-            for w in candidates.values()
-            if w.covers(
-                api_group=api_group,
-                resource=resource,
-                subresource=subresource,
-                operation=operation,
-                namespace=namespace,
-                name=name,
-                labels=labels,
-            )
-        ]
-        found.sort(key=lambda w: w.name)
-        return found
+            if namespace:
+                for op in (operation, "*"):
+                    for w, names in by_namespace.get((namespace, g, r, op), ()):
+                        if not names or name in names:
+                            found[w.name] = w
+            listed = self._windows_by_selector.get((g, r))
+            if listed:
+                selector_lists.append(listed)
+        if selector_lists:
+            labels = self.namespace_labels(namespace)
+            for listed in selector_lists:
+                for w in listed:
+                    if w.name not in found and w.covers(
+                        api_group=api_group,
+                        resource=resource,
+                        subresource=subresource,
+                        operation=operation,
+                        namespace=namespace,
+                        name=name,
+                        labels=labels,
+                    ):
+                        found[w.name] = w
+        return [found[n] for n in sorted(found)]
 
     def identities_for(self, *, user: str, groups: Iterable[str]) -> list[CompiledIdentity]:
         """Identities with a subject matching the user, in name order."""
@@ -527,6 +534,17 @@ def _rule_keys(rules: Iterable[crds.ResourceRule]) -> list[_Key2]:
             for r in rule.resources:
                 if (g, r) not in keys:
                     keys.append((g, r))
+    return keys
+
+
+def _rule_op_keys(rules: Iterable[crds.ResourceRule]) -> list[tuple[str, str, str]]:
+    keys: list[tuple[str, str, str]] = []
+    for rule in rules:
+        for g in rule.api_groups:
+            for r in rule.resources:
+                for op in rule.operations:
+                    if (g, r, str(op)) not in keys:
+                        keys.append((g, r, str(op)))
     return keys
 
 
