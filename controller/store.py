@@ -60,14 +60,19 @@ class Store:
         if not isinstance(name, str) or not name:
             return [("metadata.name", "missing")]
         with self._lock:
-            self._stale = True
             self.errors.pop((kind, name), None)
+            if kind == "Namespace" and event == "upsert":
+                raw_labels = meta.get("labels") if isinstance(meta, Mapping) else None
+                labels = dict(raw_labels) if isinstance(raw_labels, Mapping) else {}
+                # Namespaces change often (annotations, status); only labels matter here,
+                # and a label change re-resolves every selector, so skip the no-ops.
+                if self._namespaces.get(name) != labels:
+                    self._namespaces[name] = labels
+                    self._stale = True
+                return []
+            self._stale = True
             if event == "delete":
                 self._forget(kind, name)
-                return []
-            if kind == "Namespace":
-                labels = meta.get("labels") if isinstance(meta, Mapping) else None
-                self._namespaces[name] = dict(labels) if isinstance(labels, Mapping) else {}
                 return []
             errors = self._upsert(kind, name, body)
             if errors:

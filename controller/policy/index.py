@@ -249,6 +249,118 @@ _Key4 = tuple[str, str, str, str]
 _Key2 = tuple[str, str]
 
 
+class _WindowIndex:
+    """The window lookups of one snapshot, copy-on-write between snapshots.
+
+    Windows are indexed by (namespace, group, resource, operation) straight from each rule,
+    so an entry found by a probe already covers the request's namespace, group, resource and
+    operation: only ``names`` is left to check (the entry carries them). Selector targets are
+    resolved against the namespaces we know, once per distinct selector. A namespace we do not
+    know has no labels, so a selector that matches an empty label set (NotIn, DoesNotExist,
+    ``{}``) could cover it, and ``{}`` also covers cluster-scoped objects: those stay in a
+    per-resource list that is checked per request.
+
+    ``copy()`` shares the buckets; after it, every change replaces a bucket instead of
+    mutating it, so the snapshot the copy came from never changes under a reader.
+    """
+
+    __slots__ = ("by_identity", "by_namespace", "by_selector", "namespaces", "resolved", "shared")
+
+    def __init__(self, namespaces: Mapping[str, Mapping[str, str]]) -> None:
+        self.namespaces = namespaces
+        self.by_namespace: dict[_Key4, list[_Entry]] = {}
+        self.by_selector: dict[_Key2, list[_Entry]] = {}
+        self.by_identity: dict[str, list[_Entry]] = {}
+        self.resolved: dict[str, tuple[str, ...] | None] = {}
+        self.shared = False
+
+    def copy(self) -> _WindowIndex:
+        other = _WindowIndex(self.namespaces)
+        other.by_namespace = dict(self.by_namespace)
+        other.by_selector = dict(self.by_selector)
+        other.by_identity = dict(self.by_identity)
+        other.resolved = self.resolved  # a function of the (unchanged) namespaces
+        other.shared = True
+        return other
+
+    def _selected(self, selector: crds.LabelSelector) -> tuple[str, ...] | None:
+        key = selector.model_dump_json()
+        if key not in self.resolved:
+            self.resolved[key] = (
+                None
+                if matching.selector_matches(selector, _EMPTY_LABELS)
+                else tuple(
+                    ns
+                    for ns, labels in self.namespaces.items()
+                    if matching.selector_matches(selector, labels)
+                )
+            )
+        return self.resolved[key]
+
+    def _entries(self, w: CompiledWindow) -> tuple[list[tuple[_Key4, frozenset[str]]], list[_Key2]]:
+        by_ns: list[tuple[_Key4, frozenset[str]]] = []
+        by_sel: list[_Key2] = []
+        for target, compiled in zip(w.window.spec.targets, w.targets, strict=True):
+            keys = _rule_op_keys(target.resources)
+            selector = target.namespace_selector
+            selected = self._selected(selector) if selector is not None else ()
+            if selected is None:
+                by_sel.extend((g, r) for g, r, _ in keys)
+                continue  # the per-request check covers its listed namespaces too
+            for ns in (*target.namespaces, *selected):
+                by_ns.extend(((ns, g, r, op), compiled.names) for g, r, op in keys)
+        return by_ns, by_sel
+
+    def add(self, w: CompiledWindow) -> None:
+        by_ns, by_sel = self._entries(w)
+        for key4, names in by_ns:
+            _push(self.by_namespace, key4, (w, names), shared=self.shared)
+        for key2 in by_sel:
+            _push(self.by_selector, key2, (w, _ALL_NAMES), shared=self.shared)
+        for ident in w.window.spec.identities:
+            _push(self.by_identity, ident, (w, _ALL_NAMES), shared=self.shared)
+
+    def remove(self, w: CompiledWindow) -> None:
+        by_ns, by_sel = self._entries(w)
+        for key4, _ in by_ns:
+            _drop(self.by_namespace, key4, w)
+        for key2 in by_sel:
+            _drop(self.by_selector, key2, w)
+        for ident in w.window.spec.identities:
+            _drop(self.by_identity, ident, w)
+
+
+_Entry = tuple[CompiledWindow, frozenset[str]]  # (window, names it is limited to; empty: all)
+_ALL_NAMES: frozenset[str] = frozenset()
+
+
+def _push(index: dict[_K, list[_Entry]], key: _K, entry: _Entry, *, shared: bool) -> None:
+    bucket = index.get(key)
+    if bucket is None:
+        index[key] = [entry]
+    elif bucket[-1][0] is entry[0] and bucket[-1][1] == entry[1]:
+        return  # the same window and names under the same key again (two rules or targets)
+    elif shared:
+        index[key] = [*bucket, entry]
+    else:
+        bucket.append(entry)
+
+
+def _drop(index: dict[_K, list[_Entry]], key: _K, window: CompiledWindow) -> None:
+    bucket = index.get(key)
+    if bucket is None:
+        return
+    kept = [e for e in bucket if e[0] is not window]
+    if kept:
+        index[key] = kept
+    else:
+        del index[key]
+
+
+INCREMENTAL_LIMIT = 2_000
+"""Above this many changed windows a full re-index is as cheap as patching the old one."""
+
+
 class Snapshot:
     """Immutable view the webhook decides from. Build it with ``Snapshot.build``."""
 
@@ -261,6 +373,7 @@ class Snapshot:
         namespaces: Mapping[str, Mapping[str, str]],
         builtin_exemptions: bool,
         self_subject: crds.Subject | None,
+        window_index: _WindowIndex | None = None,
     ) -> None:
         self.compiled_policies = policies
         self.compiled_identities = identities
@@ -281,46 +394,14 @@ class Snapshot:
                 if not bucket or bucket[-1] is not p:
                     bucket.append(p)
 
-        # Windows are indexed by (namespace, group, resource, operation) straight from each
-        # rule, so an entry found by a probe already covers the request's namespace, group,
-        # resource and operation: only ``names`` is left to check (the entry carries them).
-        # Selector targets are resolved against the namespaces we know, once per distinct
-        # selector. A namespace we do not know has no labels, so a selector that matches an
-        # empty label set (NotIn, DoesNotExist, ``{}``) could cover it, and ``{}`` also covers
-        # cluster-scoped objects: those stay in a per-resource list checked per request.
-        self._windows_by_namespace: dict[_Key4, list[tuple[CompiledWindow, frozenset[str]]]] = {}
-        self._windows_by_selector: dict[_Key2, list[CompiledWindow]] = {}
-        self._windows_by_identity: dict[str, list[CompiledWindow]] = {}
-        resolved: dict[str, tuple[str, ...] | None] = {}
-        for w in windows.values():
-            for target, compiled in zip(w.window.spec.targets, w.targets, strict=True):
-                keys = _rule_op_keys(target.resources)
-                selected: tuple[str, ...] | None = ()
-                selector = target.namespace_selector
-                if selector is not None:
-                    skey = selector.model_dump_json()
-                    if skey not in resolved:
-                        resolved[skey] = (
-                            None
-                            if matching.selector_matches(selector, _EMPTY_LABELS)
-                            else tuple(
-                                ns
-                                for ns, labels in namespaces.items()
-                                if matching.selector_matches(selector, labels)
-                            )
-                        )
-                    selected = resolved[skey]
-                if selected is None:
-                    for g, r, _ in keys:
-                        _add(self._windows_by_selector, (g, r), w)
-                    continue  # the per-request check covers listed namespaces too
-                for ns in (*target.namespaces, *selected):
-                    for g, r, op in keys:
-                        bucket = self._windows_by_namespace.setdefault((ns, g, r, op), [])
-                        if not bucket or bucket[-1][0] is not w:
-                            bucket.append((w, compiled.names))
-            for ident in w.window.spec.identities:
-                _add(self._windows_by_identity, ident, w)
+        if window_index is None:
+            window_index = _WindowIndex(namespaces)
+            for w in windows.values():
+                window_index.add(w)
+        self._windex = window_index
+        self._windows_by_namespace = window_index.by_namespace
+        self._windows_by_selector = window_index.by_selector
+        self._windows_by_identity = window_index.by_identity
 
         self._identities_by_subject: dict[_Key2, list[CompiledIdentity]] = {}
         for i in sorted(identities.values(), key=lambda i: i.name):
@@ -343,10 +424,13 @@ class Snapshot:
         self_subject: crds.Subject | None = None,
         previous: Snapshot | None = None,
     ) -> Snapshot:
-        """Index the given objects. ``previous`` lends its compiled objects where unchanged.
+        """Index the given objects. ``previous`` lends what did not change.
 
         "Unchanged" is object identity (``is``) of the model and the raw spec: the store keeps
-        the same objects until a watch event replaces them, so this is exact and O(1).
+        the same objects until a watch event replaces them, so this is exact and O(1) per
+        object. Compiled windows/policies/identities (timelines, hashes, caches) are reused;
+        the window index is patched for the changed windows instead of rebuilt, unless the
+        namespaces (and so the selector resolution) changed.
         """
         raws = raw_window_specs or {}
         prev_p = previous.compiled_policies if previous is not None else {}
@@ -366,6 +450,7 @@ class Snapshot:
                 old_i if old_i is not None and old_i.identity is i else CompiledIdentity(i)
             )
         cw: dict[str, CompiledWindow] = {}
+        added: list[CompiledWindow] = []
         for w in windows:
             name = w.metadata.name
             raw = raws.get(name)
@@ -374,13 +459,26 @@ class Snapshot:
                 cw[name] = old_w
             else:
                 cw[name] = CompiledWindow(w, raw)
+                added.append(cw[name])
+
+        namespaces = dict(namespaces)
+        window_index: _WindowIndex | None = None
+        if previous is not None and previous.namespaces == namespaces:
+            removed = [w for n, w in prev_w.items() if cw.get(n) is not w]
+            if len(removed) + len(added) <= INCREMENTAL_LIMIT:
+                window_index = previous._windex.copy()
+                for old in removed:
+                    window_index.remove(old)
+                for new in added:
+                    window_index.add(new)
         return cls(
             policies=cp,
             identities=ci,
             windows=cw,
-            namespaces=dict(namespaces),
+            namespaces=previous.namespaces if window_index is not None and previous else namespaces,
             builtin_exemptions=builtin_exemptions,
             self_subject=self_subject,
+            window_index=window_index,
         )
 
     # -- lookups ---------------------------------------------------------------------------
@@ -451,7 +549,7 @@ class Snapshot:
         """Every window with a target covering the request, in name order."""
         found: dict[str, CompiledWindow] = {}
         by_namespace = self._windows_by_namespace
-        selector_lists = []
+        selector_lists: list[list[_Entry]] = []
         for g, r in _request_keys(api_group, resource, subresource):
             if namespace:
                 for op in (operation, "*"):
@@ -464,7 +562,7 @@ class Snapshot:
         if selector_lists:
             labels = self.namespace_labels(namespace)
             for listed in selector_lists:
-                for w in listed:
+                for w, _ in listed:
                     if w.name not in found and w.covers(
                         api_group=api_group,
                         resource=resource,
@@ -486,7 +584,7 @@ class Snapshot:
         return [found[n] for n in sorted(found)]
 
     def windows_naming_identity(self, identity: str) -> list[CompiledWindow]:
-        return list(self._windows_by_identity.get(identity, ()))
+        return [w for w, _ in self._windows_by_identity.get(identity, ())]
 
     def policies_for_window(self, window: crds.ChangeWindow) -> tuple[CompiledPolicy, ...]:
         """Policies that control some target of ``window`` (whose approval rules apply).

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from controller import store
-from controller.policy import approvals
+from controller.policy import approvals, matching
 
 RULE = {"apiGroups": ["apps"], "resources": ["deployments"], "operations": ["UPDATE"]}
 
@@ -114,3 +115,111 @@ def test_object_without_a_name_is_rejected() -> None:
     assert store.Store().apply("ChangePolicy", "upsert", {"spec": {}}) == [
         ("metadata.name", "missing")
     ]
+
+
+def test_namespace_event_without_label_change_keeps_the_snapshot() -> None:
+    s = store.Store()
+    s.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "1"}}})
+    first = s.snapshot()
+    s.apply(
+        "Namespace",
+        "upsert",
+        {"metadata": {"name": "a", "labels": {"t": "1"}, "annotations": {"x": "y"}}},
+    )
+    assert s.snapshot() is first
+    s.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "2"}}})
+    assert s.snapshot().namespaces == {"a": {"t": "2"}}
+
+
+# -- the index against an obviously-correct oracle: a full scan --------------------------------
+
+NAMESPACES = {f"ns-{i}": {"team": f"t{i % 3}"} for i in range(6)}
+RULES = [
+    {"apiGroups": ["apps"], "resources": ["deployments"], "operations": ["UPDATE"]},
+    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "operations": ["*"]},
+    {"apiGroups": ["*"], "resources": ["*"], "operations": ["DELETE"]},
+    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "operations": ["CREATE", "UPDATE"]},
+]
+SELECTORS: list[dict[str, Any]] = [
+    {"matchLabels": {"team": "t1"}},
+    {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["t0"]}]},
+    {},
+]
+REQUESTS = [
+    (g, r, sub, op, ns, name)
+    for g, r, sub in [
+        ("apps", "deployments", ""),
+        ("apps", "deployments", "scale"),
+        ("", "configmaps", ""),
+        ("", "nodes", ""),
+    ]
+    for op in ("CREATE", "UPDATE", "DELETE")
+    for ns in ("ns-0", "ns-1", "ns-5", "unknown-ns", "")
+    for name in ("web", "api")
+]
+
+
+def _random_window(rng: random.Random, i: int) -> dict[str, Any]:
+    targets = []
+    for _ in range(rng.randint(1, 2)):
+        t: dict[str, Any] = {"resources": rng.sample(RULES, rng.randint(1, 2))}
+        if rng.random() < 0.6:
+            t["namespaces"] = rng.sample(sorted(NAMESPACES), rng.randint(1, 2))
+        if rng.random() < 0.4 or "namespaces" not in t:
+            t["namespaceSelector"] = rng.choice(SELECTORS)
+        if rng.random() < 0.3:
+            t["names"] = [rng.choice(["web", "api"])]
+        targets.append(t)
+    return window_body(f"w{i}", targets=targets)
+
+
+def _assert_index_agrees_with_full_scan(snap: Any) -> None:
+    for g, r, sub, op, ns, name in REQUESTS:
+        labels = snap.namespace_labels(ns)
+        expected = sorted(
+            n
+            for n, w in snap.windows.items()
+            if any(
+                matching.target_covers(
+                    t,
+                    api_group=g,
+                    resource=r,
+                    subresource=sub,
+                    operation=op,
+                    namespace=ns,
+                    name=name,
+                    labels=labels,
+                )
+                for t in w.spec.targets
+            )
+        )
+        got = [
+            w.name
+            for w in snap.covering_windows(
+                api_group=g, resource=r, subresource=sub, operation=op, namespace=ns, name=name
+            )
+        ]
+        assert got == expected, (g, r, sub, op, ns, name)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_index_finds_exactly_what_a_full_scan_finds_before_and_after_updates(seed: int) -> None:
+    rng = random.Random(seed)
+    s = store.Store()
+    for ns, labels in NAMESPACES.items():
+        s.apply("Namespace", "upsert", {"metadata": {"name": ns, "labels": labels}})
+    for i in range(30):
+        s.apply("ChangeWindow", "upsert", _random_window(rng, i))
+    _assert_index_agrees_with_full_scan(s.snapshot())
+    for step in range(10):  # incremental: upserts, replacements and deletes patch the index
+        i = rng.randrange(40)
+        if rng.random() < 0.3:
+            s.apply("ChangeWindow", "delete", {"metadata": {"name": f"w{i}"}})
+        else:
+            s.apply("ChangeWindow", "upsert", _random_window(rng, i))
+        snap = s.snapshot()
+        _assert_index_agrees_with_full_scan(snap)
+        assert set(snap.windows) == {w for w in snap.compiled_windows}, step
+    # a label change re-resolves selectors
+    s.apply("Namespace", "upsert", {"metadata": {"name": "ns-0", "labels": {"team": "t1"}}})
+    _assert_index_agrees_with_full_scan(s.snapshot())
