@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.model import crds, review
-from controller.policy import approvals, explain, index, matching, validation
+from controller.policy import approvals, explain, index, matching, schedules, validation
 
 BUILTIN_EXEMPT_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 BUILTIN_EXEMPT_GROUPS = frozenset({"system:nodes", "system:serviceaccounts:kube-system"})
@@ -197,7 +197,8 @@ class _Context:
     snapshot: index.Snapshot
     now: datetime.datetime
     name: str
-    windows: list[index.CompiledWindow]
+    windows: list[index.CompiledWindow]  # covering the request, open or not (for "Next:")
+    open_windows: list[tuple[index.CompiledWindow, schedules.Interval]]  # open at now
     identities: dict[str, index.CompiledIdentity]
     zone: str | None
     builtin_exempt: bool
@@ -262,12 +263,18 @@ def _context(request: Request, *, snapshot: index.Snapshot, now: datetime.dateti
         snapshot.self_subject, user=request.user, groups=request.groups
     ):
         exempt = True
+    open_windows = []
+    for w in windows:
+        interval = w.timeline.interval_at(now)
+        if interval is not None:
+            open_windows.append((w, interval))
     return _Context(
         request=request,
         snapshot=snapshot,
         now=now,
         name=name,
         windows=windows,
+        open_windows=open_windows,
         identities=identities,
         zone=zone,
         builtin_exempt=exempt,
@@ -283,11 +290,8 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
     ):
         return _Verdict(policy=p, allow=True, reason=Reason.EXEMPT)
 
-    for w in ctx.windows:
+    for w, interval in ctx.open_windows:
         if not w.emergency or not approvals.emergency_allowed_by(p.policy, w.window):
-            continue
-        interval = w.timeline.interval_at(now)
-        if interval is None:
             continue
         identity = _names_requester(w, ctx)
         if identity is not None:
@@ -315,8 +319,8 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
         )
 
     best: _Verdict | None = None
-    for w in ctx.windows:
-        verdict = _through_window(p, w, ctx)
+    for w, interval in ctx.open_windows:  # a closed window gets no further than NoWindow
+        verdict = _through_window(p, w, interval, ctx)
         if verdict.allow:
             return verdict
         if best is None or _PROGRESS[verdict.reason] > _PROGRESS[best.reason]:
@@ -344,14 +348,16 @@ def _names_requester(w: index.CompiledWindow, ctx: _Context) -> str | None:
     return None
 
 
-def _through_window(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _Verdict:
-    """Walk one window through active -> approved -> designated -> valid -> work hours."""
+def _through_window(
+    p: index.CompiledPolicy,
+    w: index.CompiledWindow,
+    interval: schedules.Interval,
+    ctx: _Context,
+) -> _Verdict:
+    """Walk one open window through approved -> designated -> valid -> work hours."""
     now, req = ctx.now, ctx.request
     spec = w.window.spec
     label = explain.window_label(ticket=spec.ticket, name=w.name)
-    interval = w.timeline.interval_at(now)
-    if interval is None:
-        return _Verdict(policy=p, allow=False, reason=Reason.NO_WINDOW, window=w)
 
     state = w.approval_state(p.policy.spec.approval.required)
     if not state.approved:

@@ -95,7 +95,16 @@ class CachedTimeline:
 class CompiledWindow:
     """A ChangeWindow with its timeline and specHash, computed once and kept."""
 
-    __slots__ = ("_approvers", "_hash", "name", "raw_spec", "targets", "timeline", "window")
+    __slots__ = (
+        "_approvers",
+        "_hash",
+        "emergency",
+        "name",
+        "raw_spec",
+        "targets",
+        "timeline",
+        "window",
+    )
 
     def __init__(self, window: crds.ChangeWindow, raw_spec: Mapping[str, Any] | None) -> None:
         self.name = window.metadata.name
@@ -104,6 +113,7 @@ class CompiledWindow:
         schedule = window.spec.schedule
         self.timeline = CachedTimeline(lambda: schedules.from_schedule(schedule))
         self.targets = tuple(matching.CompiledTarget(t) for t in window.spec.targets)
+        self.emergency = window.spec.emergency is not None
         self._hash: str | None = None
         self._approvers: approvals.ApprovalState | None = None
 
@@ -127,10 +137,6 @@ class CompiledWindow:
             )
             self._hash = approvals.spec_hash(raw)
         return self._hash
-
-    @property
-    def emergency(self) -> bool:
-        return self.window.spec.emergency is not None
 
     def covers(
         self,
