@@ -318,14 +318,16 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
             why=explain.blackout(name=blackout.name, until=until, zone=zone, now=now),
         )
 
-    best: _Verdict | None = None
+    best: tuple[index.CompiledWindow, schedules.Interval, _Stage] | None = None
+    best_rank = 0
     for w, interval in ctx.open_windows:  # a closed window gets no further than NoWindow
-        verdict = _through_window(p, w, interval, ctx)
-        if verdict.allow:
-            return verdict
-        if best is None or _PROGRESS[verdict.reason] > _PROGRESS[best.reason]:
-            best = verdict
-    if best is None or best.reason is Reason.NO_WINDOW:
+        stage = _stage(p, w, ctx)
+        if stage[0] is Reason.WINDOW:
+            return _through_window(p, w, interval, ctx, stage)
+        rank = _PROGRESS[stage[0]]
+        if rank > best_rank:  # ties: the first in name order
+            best, best_rank = (w, interval, stage), rank
+    if best is None:
         return _Verdict(
             policy=p,
             allow=False,
@@ -333,7 +335,7 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
             why=explain.no_window(),
             next_step=_next_window_hint(ctx),
         )
-    return best
+    return _through_window(p, best[0], best[1], ctx, best[2])
 
 
 def _names_requester(w: index.CompiledWindow, ctx: _Context) -> str | None:
@@ -348,47 +350,79 @@ def _names_requester(w: index.CompiledWindow, ctx: _Context) -> str | None:
     return None
 
 
+_Stage = tuple[
+    Reason, approvals.ApprovalState, list[index.CompiledIdentity], list[index.CompiledIdentity]
+]
+
+
+def _stage(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _Stage:
+    """How far one open window gets: approved -> designated -> valid -> work hours.
+
+    Returns (reason, approval state, designated identities, identities for the last step):
+    reason WINDOW means it admits. No messages are built here: with dozens of open windows
+    covering one request, only the one that got furthest is worth explaining.
+    """
+    spec = w.window.spec
+    state = w.approval_state(p.policy.spec.approval.required)
+    if not state.approved:
+        return (Reason.APPROVAL_STALE if state.stale else Reason.NOT_APPROVED), state, [], []
+    if not p.ticket_ok(spec.ticket):
+        return Reason.NOT_APPROVED, state, [], []
+    designated = [ctx.identities[n] for n in spec.identities if n in ctx.identities]
+    if not designated:
+        return Reason.NOT_DESIGNATED, state, designated, []
+    now = ctx.now
+    usable = [i for i in designated if not i.identity.spec.suspended and not i.expired(now)]
+    if not usable:
+        return Reason.IDENTITY_EXPIRED, state, designated, []
+    in_hours = [i for i in usable if i.work_hours is None or i.work_hours.is_open(now)]
+    if in_hours:
+        return Reason.WINDOW, state, designated, in_hours
+    return Reason.OUTSIDE_WORK_HOURS, state, designated, usable
+
+
 def _through_window(
     p: index.CompiledPolicy,
     w: index.CompiledWindow,
     interval: schedules.Interval,
     ctx: _Context,
+    stage: _Stage,
 ) -> _Verdict:
-    """Walk one open window through approved -> designated -> valid -> work hours."""
+    """The verdict, with its explanation, for one window at the stage it reached."""
     now, req = ctx.now, ctx.request
     spec = w.window.spec
     label = explain.window_label(ticket=spec.ticket, name=w.name)
+    reason, state, designated, last = stage
 
-    state = w.approval_state(p.policy.spec.approval.required)
-    if not state.approved:
-        if state.stale:
-            why = explain.approval_stale(
-                window=label, valid=len(state.valid), required=state.required, stale=state.stale
-            )
-            reason = Reason.APPROVAL_STALE
-        else:
-            why = explain.not_approved(
-                window=label,
-                valid=len(state.valid),
-                required=state.required,
-                approvers=state.valid,
-                groups=p.policy.spec.approval.approver_groups,
-            )
-            reason = Reason.NOT_APPROVED
-        return _Verdict(policy=p, allow=False, reason=reason, why=why, window=w)
-    if not p.ticket_ok(spec.ticket):
+    if reason is Reason.WINDOW:
+        return _Verdict(
+            policy=p,
+            allow=True,
+            reason=Reason.WINDOW,
+            window=w,
+            identity=last[0].name,
+            approvers=state.valid,
+            closes=interval.end,
+        )
+    if reason is Reason.APPROVAL_STALE:
+        why = explain.approval_stale(
+            window=label, valid=len(state.valid), required=state.required, stale=state.stale
+        )
+    elif reason is Reason.NOT_APPROVED and not state.approved:
+        why = explain.not_approved(
+            window=label,
+            valid=len(state.valid),
+            required=state.required,
+            approvers=state.valid,
+            groups=p.policy.spec.approval.approver_groups,
+        )
+    elif reason is Reason.NOT_APPROVED:
         why = explain.ticket_mismatch(
             window=label, ticket=spec.ticket, pattern=p.policy.spec.ticket_pattern or ""
         )
-        return _Verdict(policy=p, allow=False, reason=Reason.NOT_APPROVED, why=why, window=w)
-
-    designated = [ctx.identities[n] for n in spec.identities if n in ctx.identities]
-    if not designated:
+    elif reason is Reason.NOT_DESIGNATED:
         why = explain.not_designated(window=label, user=req.user, identities=spec.identities)
-        return _Verdict(policy=p, allow=False, reason=Reason.NOT_DESIGNATED, why=why, window=w)
-
-    usable = [i for i in designated if not i.identity.spec.suspended and not i.expired(now)]
-    if not usable:
+    elif reason is Reason.IDENTITY_EXPIRED:
         first = designated[0]
         until = first.identity.spec.valid_until
         if first.identity.spec.suspended or until is None:
@@ -396,43 +430,22 @@ def _through_window(
         else:
             why = explain.identity_expired(identity=first.name, at=until, now=now)
         return _Verdict(
-            policy=p,
-            allow=False,
-            reason=Reason.IDENTITY_EXPIRED,
-            why=why,
-            window=w,
-            identity=first.name,
+            policy=p, allow=False, reason=reason, why=why, window=w, identity=first.name
         )
-
-    for ident in usable:
-        if ident.work_hours is None or ident.work_hours.is_open(now):
-            return _Verdict(
-                policy=p,
-                allow=True,
-                reason=Reason.WINDOW,
-                window=w,
-                identity=ident.name,
-                approvers=state.valid,
-                closes=interval.end,
-            )
-    first = usable[0]
-    assert first.work_hours is not None  # every usable identity has work hours here
-    upcoming = first.work_hours.next_interval(now)
-    why = explain.outside_work_hours(
-        identity=first.name,
-        user=req.user,
-        next_start=upcoming.start if upcoming is not None else None,
-        zone=first.zone,
-        now=now,
-    )
-    return _Verdict(
-        policy=p,
-        allow=False,
-        reason=Reason.OUTSIDE_WORK_HOURS,
-        why=why,
-        window=w,
-        identity=first.name,
-    )
+    else:  # OUTSIDE_WORK_HOURS
+        first = last[0]
+        upcoming = first.work_hours.next_interval(now) if first.work_hours is not None else None
+        why = explain.outside_work_hours(
+            identity=first.name,
+            user=req.user,
+            next_start=upcoming.start if upcoming is not None else None,
+            zone=first.zone,
+            now=now,
+        )
+        return _Verdict(
+            policy=p, allow=False, reason=reason, why=why, window=w, identity=first.name
+        )
+    return _Verdict(policy=p, allow=False, reason=reason, why=why, window=w)
 
 
 def _next_window_hint(ctx: _Context) -> str:
