@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -103,6 +104,7 @@ class CompiledWindow:
         "raw_spec",
         "targets",
         "timeline",
+        "uses_selector",
         "window",
     )
 
@@ -114,6 +116,7 @@ class CompiledWindow:
         self.timeline = CachedTimeline(lambda: schedules.from_schedule(schedule))
         self.targets = tuple(matching.CompiledTarget(t) for t in window.spec.targets)
         self.emergency = window.spec.emergency is not None
+        self.uses_selector = any(t.selector is not None for t in self.targets)
         self._hash: str | None = None
         self._approvers: approvals.ApprovalState | None = None
 
@@ -270,7 +273,7 @@ class _WindowIndex:
     mutating it, so the snapshot the copy came from never changes under a reader.
     """
 
-    __slots__ = ("by_identity", "by_namespace", "by_selector", "namespaces", "resolved", "shared")
+    __slots__ = ("by_identity", "by_namespace", "by_selector", "namespaces", "owned", "resolved")
 
     def __init__(self, namespaces: Mapping[str, Mapping[str, str]]) -> None:
         self.namespaces = namespaces
@@ -278,15 +281,18 @@ class _WindowIndex:
         self.by_selector: dict[_Key2, list[_Entry]] = {}
         self.by_identity: dict[str, list[_Entry]] = {}
         self.resolved: dict[str, tuple[str, ...] | None] = {}
-        self.shared = False
+        self.owned: set[object] | None = None  # None: every bucket is ours (a fresh index)
 
-    def copy(self) -> _WindowIndex:
-        other = _WindowIndex(self.namespaces)
+    def copy(self, namespaces: Mapping[str, Mapping[str, str]] | None = None) -> _WindowIndex:
+        """A copy sharing the buckets; with new ``namespaces``, selectors resolve afresh (the
+        caller then re-adds the windows that use selectors)."""
+        other = _WindowIndex(self.namespaces if namespaces is None else namespaces)
         other.by_namespace = dict(self.by_namespace)
         other.by_selector = dict(self.by_selector)
         other.by_identity = dict(self.by_identity)
-        other.resolved = self.resolved  # a function of the (unchanged) namespaces
-        other.shared = True
+        if namespaces is None:
+            other.resolved = self.resolved  # a function of the (same) namespaces
+        other.owned = set()  # buckets copied since: ours to append to
         return other
 
     def _selected(self, selector: crds.LabelSelector) -> tuple[str, ...] | None:
@@ -320,45 +326,57 @@ class _WindowIndex:
     def add(self, w: CompiledWindow) -> None:
         by_ns, by_sel = self._entries(w)
         for key4, names in by_ns:
-            _push(self.by_namespace, key4, (w, names), shared=self.shared)
+            _push(self.by_namespace, key4, (w, names), owned=self.owned)
         for key2 in by_sel:
-            _push(self.by_selector, key2, (w, _ALL_NAMES), shared=self.shared)
+            _push(self.by_selector, key2, (w, _ALL_NAMES), owned=self.owned)
         for ident in w.window.spec.identities:
-            _push(self.by_identity, ident, (w, _ALL_NAMES), shared=self.shared)
+            _push(self.by_identity, ident, (w, _ALL_NAMES), owned=self.owned)
 
-    def remove(self, w: CompiledWindow) -> None:
-        by_ns, by_sel = self._entries(w)
+    def remove(self, w: CompiledWindow, *, resolved_by: _WindowIndex | None = None) -> None:
+        """Remove ``w``'s entries, as ``resolved_by`` (default: this index) placed them."""
+        by_ns, by_sel = (resolved_by or self)._entries(w)
         for key4, _ in by_ns:
-            _drop(self.by_namespace, key4, w)
+            _drop(self.by_namespace, key4, w, owned=self.owned)
         for key2 in by_sel:
-            _drop(self.by_selector, key2, w)
+            _drop(self.by_selector, key2, w, owned=self.owned)
         for ident in w.window.spec.identities:
-            _drop(self.by_identity, ident, w)
+            _drop(self.by_identity, ident, w, owned=self.owned)
 
 
 _Entry = tuple[CompiledWindow, frozenset[str]]  # (window, names it is limited to; empty: all)
 _ALL_NAMES: frozenset[str] = frozenset()
 
 
-def _push(index: dict[_K, list[_Entry]], key: _K, entry: _Entry, *, shared: bool) -> None:
+def _push(
+    index: dict[_K, list[_Entry]], key: _K, entry: _Entry, *, owned: set[object] | None
+) -> None:
+    """Append ``entry`` under ``key``; a bucket shared with an older snapshot is copied first
+    (once: the copy is then ours, so a burst of changes stays linear)."""
     bucket = index.get(key)
     if bucket is None:
         index[key] = [entry]
-    elif bucket[-1][0] is entry[0] and bucket[-1][1] == entry[1]:
+        if owned is not None:
+            owned.add((id(index), key))
+        return
+    if bucket[-1][0] is entry[0] and bucket[-1][1] == entry[1]:
         return  # the same window and names under the same key again (two rules or targets)
-    elif shared:
-        index[key] = [*bucket, entry]
-    else:
-        bucket.append(entry)
+    if owned is not None and (id(index), key) not in owned:
+        bucket = index[key] = list(bucket)
+        owned.add((id(index), key))
+    bucket.append(entry)
 
 
-def _drop(index: dict[_K, list[_Entry]], key: _K, window: CompiledWindow) -> None:
+def _drop(
+    index: dict[_K, list[_Entry]], key: _K, window: CompiledWindow, *, owned: set[object] | None
+) -> None:
     bucket = index.get(key)
     if bucket is None:
         return
     kept = [e for e in bucket if e[0] is not window]
     if kept:
         index[key] = kept
+        if owned is not None:
+            owned.add((id(index), key))
     else:
         del index[key]
 
@@ -415,7 +433,11 @@ class Snapshot:
                 _add(self._identities_by_subject, matching.subject_key(s), i)
 
         self._policies_for_window: dict[str, tuple[CompiledPolicy, ...]] = {}
-        self._controlling_by_rule: dict[tuple[str, str, str, str], list[CompiledPolicy]] = {}
+        # Memos: answers that depend only on this immutable snapshot and a small key. Bounded,
+        # so odd keys (typos, many CRDs, many users) cannot grow them without limit.
+        self._controlling_by_rule: dict[tuple[str, str, str, str], tuple[CompiledPolicy, ...]] = {}
+        self._controlling: dict[tuple[str, str, str, str, str], tuple[CompiledPolicy, ...]] = {}
+        self._identities_memo: dict[tuple[str, tuple[str, ...]], tuple[CompiledIdentity, ...]] = {}
 
     @classmethod
     def build(
@@ -438,6 +460,39 @@ class Snapshot:
         the window index is patched for the changed windows instead of rebuilt, unless the
         namespaces (and so the selector resolution) changed.
         """
+        # Building allocates hundreds of thousands of small objects next to a million
+        # long-lived ones (the models); letting the cyclic GC walk them all several times
+        # mid-build tripled the build time. Nothing built here forms reference cycles.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._build(
+                policies=policies,
+                identities=identities,
+                windows=windows,
+                namespaces=namespaces,
+                raw_window_specs=raw_window_specs,
+                builtin_exemptions=builtin_exemptions,
+                self_subject=self_subject,
+                previous=previous,
+            )
+        finally:
+            if paused:
+                gc.enable()
+
+    @classmethod
+    def _build(
+        cls,
+        *,
+        policies: Iterable[crds.ChangePolicy],
+        identities: Iterable[crds.AuthorizedIdentity],
+        windows: Iterable[crds.ChangeWindow],
+        namespaces: Mapping[str, Mapping[str, str]],
+        raw_window_specs: Mapping[str, Mapping[str, Any]] | None,
+        builtin_exemptions: bool,
+        self_subject: crds.Subject | None,
+        previous: Snapshot | None,
+    ) -> Snapshot:
         raws = raw_window_specs or {}
         prev_p = previous.compiled_policies if previous is not None else {}
         prev_i = previous.compiled_identities if previous is not None else {}
@@ -467,21 +522,31 @@ class Snapshot:
                 cw[name] = CompiledWindow(w, raw)
                 added.append(cw[name])
 
-        namespaces = dict(namespaces)
+        current: Mapping[str, Mapping[str, str]] = dict(namespaces)
         window_index: _WindowIndex | None = None
-        if previous is not None and previous.namespaces == namespaces:
+        if previous is not None:
+            same_namespaces = previous.namespaces == current
+            if same_namespaces:
+                current = previous.namespaces  # share it: snapshots never mutate it
             removed = [w for n, w in prev_w.items() if cw.get(n) is not w]
-            if len(removed) + len(added) <= INCREMENTAL_LIMIT:
-                window_index = previous._windex.copy()
-                for old in removed:
-                    window_index.remove(old)
-                for new in added:
+            # Namespace labels changed: windows with selectors move between namespaces.
+            reresolve = (
+                []
+                if same_namespaces
+                else [w for n, w in prev_w.items() if w.uses_selector and cw.get(n) is w]
+            )
+            if len(removed) + len(added) + len(reresolve) <= INCREMENTAL_LIMIT:
+                old_index = previous._windex
+                window_index = old_index.copy(None if same_namespaces else current)
+                for old in (*removed, *reresolve):
+                    window_index.remove(old, resolved_by=old_index)
+                for new in (*added, *reresolve):
                     window_index.add(new)
         return cls(
             policies=cp,
             identities=ci,
             windows=cw,
-            namespaces=previous.namespaces if window_index is not None and previous else namespaces,
+            namespaces=current,
             builtin_exemptions=builtin_exemptions,
             self_subject=self_subject,
             window_index=window_index,
@@ -500,7 +565,7 @@ class Snapshot:
         subresource: str,
         operation: str,
         namespace: str,
-    ) -> list[CompiledPolicy]:
+    ) -> tuple[CompiledPolicy, ...]:
         """Every policy whose ``match`` covers the request, in name order.
 
         The rule part is memoised per (group, resource, subresource, operation) — a small key
@@ -518,14 +583,21 @@ class Snapshot:
                         for r in p.rules
                     ):
                         seen[p.name] = p
-            by_rule = [seen[n] for n in sorted(seen)]
+            by_rule = tuple(seen[n] for n in sorted(seen))
             if len(self._controlling_by_rule) >= _MEMO_LIMIT:
                 self._controlling_by_rule.clear()  # bounded: odd keys cannot grow it forever
             self._controlling_by_rule[rule_key] = by_rule
         if not by_rule:
             return by_rule
-        labels = self.namespace_labels(namespace)
-        return [p for p in by_rule if p.covers_namespace(namespace, labels)]
+        memo_key = (*rule_key, namespace)
+        memo = self._controlling.get(memo_key)
+        if memo is None:
+            labels = self.namespace_labels(namespace)
+            memo = tuple(p for p in by_rule if p.covers_namespace(namespace, labels))
+            if len(self._controlling) >= _MEMO_LIMIT:
+                self._controlling.clear()
+            self._controlling[memo_key] = memo
+        return memo
 
     def prime(self, now: datetime.datetime) -> None:
         """Compile every timeline and fill its open-interval cache for ``now``.
@@ -581,13 +653,21 @@ class Snapshot:
                         found[w.name] = w
         return [found[n] for n in sorted(found)]
 
-    def identities_for(self, *, user: str, groups: Iterable[str]) -> list[CompiledIdentity]:
+    def identities_for(self, *, user: str, groups: Iterable[str]) -> tuple[CompiledIdentity, ...]:
         """Identities with a subject matching the user, in name order."""
+        memo_key = (user, tuple(groups))
+        memo = self._identities_memo.get(memo_key)
+        if memo is not None:
+            return memo
         found: dict[str, CompiledIdentity] = {}
-        for key in matching.request_subject_keys(user=user, groups=groups):
+        for key in matching.request_subject_keys(user=user, groups=memo_key[1]):
             for i in self._identities_by_subject.get(key, ()):
                 found[i.name] = i
-        return [found[n] for n in sorted(found)]
+        result = tuple(found[n] for n in sorted(found))
+        if len(self._identities_memo) >= _MEMO_LIMIT:
+            self._identities_memo.clear()
+        self._identities_memo[memo_key] = result
+        return result
 
     def windows_naming_identity(self, identity: str) -> list[CompiledWindow]:
         return [w for w, _ in self._windows_by_identity.get(identity, ())]

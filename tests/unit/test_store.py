@@ -220,6 +220,10 @@ def test_index_finds_exactly_what_a_full_scan_finds_before_and_after_updates(see
         snap = s.snapshot()
         _assert_index_agrees_with_full_scan(snap)
         assert set(snap.windows) == {w for w in snap.compiled_windows}, step
-    # a label change re-resolves selectors
+    # namespace changes re-resolve selectors: a relabel, a new namespace, a deleted one
     s.apply("Namespace", "upsert", {"metadata": {"name": "ns-0", "labels": {"team": "t1"}}})
+    _assert_index_agrees_with_full_scan(s.snapshot())
+    s.apply("Namespace", "upsert", {"metadata": {"name": "ns-5", "labels": {"team": "t0"}}})
+    s.apply("Namespace", "delete", {"metadata": {"name": "ns-1"}})
+    s.apply("ChangeWindow", "upsert", _random_window(rng, 3))
     _assert_index_agrees_with_full_scan(s.snapshot())
