@@ -7,9 +7,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.model import crds, review
-from controller.policy import approvals, decide, index
+from controller.policy import approvals, decide, index, schedules
 
 UTC = dt.UTC
 # Tue 2026-12-01 22:30 KST: inside the default window (22:00-24:00 KST).
@@ -580,3 +582,24 @@ def test_request_from_review_flattens_the_admission_request() -> None:
         "scale",
         True,
     )
+
+
+# -- the caches behind decide() against the timelines they cache -------------------------------
+
+_CRONS = ["0 22 * * 2,4", "*/30 9-17 * * 1-5", "0 0 1 * *"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cron=st.sampled_from(_CRONS),
+    minutes=st.lists(st.integers(min_value=0, max_value=60 * 24 * 40), min_size=1, max_size=30),
+)
+def test_cached_timeline_answers_exactly_like_the_timeline(cron: str, minutes: list[int]) -> None:
+    schedule = crds.Schedule(cron=cron, duration="90m", time_zone="Asia/Seoul")
+    cached = index.CachedTimeline(lambda: schedules.from_schedule(schedule))
+    oracle = schedules.from_schedule(schedule)
+    base = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    for m in minutes:  # any order: the cache must not assume time only moves forward
+        t = base + dt.timedelta(minutes=m)
+        assert cached.interval_at(t) == oracle.interval_at(t)
+        assert cached.next_interval(t) == oracle.next_interval(t)
