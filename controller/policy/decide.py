@@ -201,7 +201,6 @@ class _Context:
     open_windows: list[tuple[index.CompiledWindow, schedules.Interval]]  # open at now
     identities: dict[str, index.CompiledIdentity]
     zone: str | None
-    builtin_exempt: bool
     _next_hint: str | None = field(default=None)
 
 
@@ -234,6 +233,17 @@ def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetim
             allowed=True, outcome="allow", reason=Reason.NO_OP, mode=strictest, request=request
         )
 
+    if _builtin_exempt(request, snapshot):
+        # Exempt from every policy alike: no need to look at a single window.
+        return _decision(
+            allowed=True,
+            outcome="allow",
+            reason=Reason.EXEMPT,
+            mode=strictest,
+            request=request,
+            verdict=_Verdict(policy=policies[0], allow=True, reason=Reason.EXEMPT),
+        )
+
     ctx = _context(request, snapshot=snapshot, now=now)
     verdicts = [_evaluate(p, ctx) for p in policies]
     denying = [v for v in verdicts if not v.allow]
@@ -256,13 +266,6 @@ def _context(request: Request, *, snapshot: index.Snapshot, now: datetime.dateti
         i.name: i for i in snapshot.identities_for(user=request.user, groups=request.groups)
     }
     zone = next((i.zone for i in identities.values() if i.zone), None)
-    exempt = snapshot.builtin_exemptions and is_builtin_exempt(
-        user=request.user, groups=request.groups
-    )
-    if snapshot.self_subject is not None and matching.subject_matches(
-        snapshot.self_subject, user=request.user, groups=request.groups
-    ):
-        exempt = True
     open_windows = []
     for w in windows:
         interval = w.timeline.interval_at(now)
@@ -277,7 +280,17 @@ def _context(request: Request, *, snapshot: index.Snapshot, now: datetime.dateti
         open_windows=open_windows,
         identities=identities,
         zone=zone,
-        builtin_exempt=exempt,
+    )
+
+
+def _builtin_exempt(request: Request, snapshot: index.Snapshot) -> bool:
+    """The control plane's identities and changegate's own, unless turned off altogether."""
+    if not snapshot.builtin_exemptions:
+        return False
+    if is_builtin_exempt(user=request.user, groups=request.groups):
+        return True
+    return snapshot.self_subject is not None and matching.subject_matches(
+        snapshot.self_subject, user=request.user, groups=request.groups
     )
 
 
@@ -285,7 +298,7 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
     """One policy's verdict, following the spec's step 2 in order."""
     req, now = ctx.request, ctx.now
     spec = p.policy.spec
-    if ctx.builtin_exempt or any(
+    if any(
         matching.subject_matches(s, user=req.user, groups=req.groups) for s in spec.exempt_subjects
     ):
         return _Verdict(policy=p, allow=True, reason=Reason.EXEMPT)

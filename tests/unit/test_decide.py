@@ -405,6 +405,8 @@ def test_changegate_own_service_account_is_exempt() -> None:
     req = request(user="system:serviceaccount:changegate-system:changegate")
     assert run(req, snapshot(windows=[], self_subject=me)).reason is decide.Reason.EXEMPT
     assert run(req, snapshot(windows=[])).reason is decide.Reason.NO_WINDOW
+    off = snapshot(windows=[], self_subject=me, builtin_exemptions=False)
+    assert run(req, off).reason is decide.Reason.NO_WINDOW
 
 
 def test_cluster_admin_is_not_exempt() -> None:
