@@ -441,7 +441,7 @@ def _through_window(
         if first.identity.spec.suspended or until is None:
             why = explain.identity_suspended(identity=first.name)
         else:
-            why = explain.identity_expired(identity=first.name, at=until, now=now)
+            why = explain.identity_expired(identity=first.name, at=until, zone=first.zone, now=now)
         return _Verdict(
             policy=p, allow=False, reason=reason, why=why, window=w, identity=first.name
         )

@@ -128,8 +128,10 @@ def not_designated(*, window: str, user: str, identities: Sequence[str]) -> str:
     )
 
 
-def identity_expired(*, identity: str, at: datetime.datetime, now: datetime.datetime) -> str:
-    return f"authorized identity {identity} expired {when(at, zone='UTC', now=now)}"
+def identity_expired(
+    *, identity: str, at: datetime.datetime, zone: str | None, now: datetime.datetime
+) -> str:
+    return f"authorized identity {identity} expired {when(at, zone=zone or 'UTC', now=now)}"
 
 
 def identity_suspended(*, identity: str) -> str:

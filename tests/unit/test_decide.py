@@ -278,6 +278,8 @@ def test_expired_or_suspended_identity_denies_with_identity_expired(
     d = run(snap=snapshot(identities=[identity(**spec)]))
     assert (d.allowed, d.reason) == (False, decide.Reason.IDENTITY_EXPIRED)
     assert f"authorized identity payments-oncall {expect}" in d.message
+    if expect == "expired":
+        assert "expired Mon 2026-11-30 00:00 UTC (1d 13h ago)" in d.message
 
 
 def test_outside_work_hours_denies_and_says_when_they_start() -> None:
