@@ -11,7 +11,7 @@ import pytest
 
 from controller.admission import decisionlog, responses
 from controller.admission import metrics as metrics_mod
-from controller.model import crds
+from controller.model import crds, review
 from controller.policy import decide
 
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
@@ -71,6 +71,18 @@ def test_response_answers_the_reviews_uid_in_admission_v1() -> None:
     assert answer["kind"] == "AdmissionReview"
     assert answer["response"]["uid"] == UID
     json.dumps(answer)  # JSON-ready as is
+
+
+@pytest.mark.parametrize("name", ["denied", "window", "warned", "starting"])
+def test_response_has_the_shape_of_the_admission_review_model(name: str) -> None:
+    decision = {
+        "denied": DENIED,
+        "window": ADMITTED_BY_WINDOW,
+        "warned": WARNED,
+        "starting": responses.starting_decision(),
+    }[name]
+    answer = responses.build_response(uid=UID, decision=decision)
+    assert review.AdmissionReviewResponse.model_validate(answer).to_wire() == answer
 
 
 def test_denial_is_403_forbidden_with_the_decisions_message() -> None:

@@ -10,11 +10,13 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
 
 from controller import pki
+from controller import store as stores
 from controller.admission import server, tls
 
 
@@ -187,3 +189,46 @@ def test_dev_cert_near_expiry_is_renewed(tmp_path: Path) -> None:
     remaining = pki.not_after(cert.read_bytes()) - datetime.datetime.now(datetime.UTC)
     assert remaining > datetime.timedelta(days=30)
     assert ca.read_bytes() == authority.cert_pem
+
+
+async def test_review_is_decided_over_a_real_tls_connection(tmp_path: Path) -> None:
+    ca, cert, key = tls.ensure_dev_certs(tmp_path)
+    store = stores.Store()
+    srv = await server.serve(
+        app=server.build_app(store=store), host="127.0.0.1", port=0, cert_file=cert, key_file=key
+    )
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": "default",
+            "name": "settings",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice@example.com"},
+            "object": {"metadata": {"name": "settings"}},
+        },
+    }
+    try:
+        connector = aiohttp.TCPConnector(ssl=_client_context(ca))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.post(f"{srv.url}/validate", json=review) as resp:
+                starting = await resp.json()
+            for kind in stores.KINDS:
+                store.mark_synced(kind)
+            async with session.post(f"{srv.url}/validate", json=review) as resp:
+                decided = await resp.json()
+            async with session.get(f"{srv.url}/nowhere") as resp:
+                missing = resp.status
+    finally:
+        await srv.stop()
+    assert starting["response"]["allowed"] is False
+    assert starting["response"]["status"]["code"] == 503
+    assert decided["response"] == {
+        "uid": "u-1",
+        "allowed": True,
+        "auditAnnotations": {"decision": "allow", "reason": "NotControlled"},
+    }
+    assert missing == 404
