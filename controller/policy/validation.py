@@ -194,6 +194,10 @@ def _window_update(
 def _ticket_errors(
     window: crds.ChangeWindow, policies: Sequence[index.CompiledPolicy]
 ) -> list[tuple[str, str]]:
+    # Break-glass windows carry the incident's id, not a change ticket: the policy's
+    # ticketPattern describes change tickets, and an incident must not wait for one.
+    if window.spec.emergency is not None:
+        return []
     ticket = window.spec.ticket
     return [
         (

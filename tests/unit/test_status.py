@@ -91,6 +91,13 @@ EMERGENCY = {"emergency": {"reason": "INC-1"}}
         pytest.param(
             {"ticket": "JIRA-1"}, ("bob",), DURING, crds.Phase.INVALID, id="ticket-mismatch"
         ),
+        pytest.param(
+            {**EMERGENCY, "ticket": "INC-1"},
+            (),
+            DURING,
+            crds.Phase.REVIEW_REQUIRED,
+            id="emergency-incident-id-is-not-a-change-ticket",
+        ),
     ],
 )
 def test_phase_follows_validity_review_approval_and_schedule(

@@ -357,6 +357,15 @@ def test_break_glass_member_may_open_an_emergency_window_now() -> None:
     assert (d.allowed, d.field_errors) == (True, ())
 
 
+def test_emergency_window_carries_an_incident_id_not_a_change_ticket() -> None:
+    # The policy's ticketPattern (^CHG-[0-9]+$) describes change tickets; break-glass is for
+    # incidents, which must not wait for a change ticket to be raised.
+    d = admit(_emergency(ticket="INC-77"), groups=SRE)
+    assert (d.allowed, d.field_errors) == (True, ())
+    regular = admit(window_body(ticket="INC-77"))
+    assert "spec.ticket" in fields(regular)
+
+
 @pytest.mark.parametrize(
     ("body", "groups", "path"),
     [
