@@ -14,6 +14,7 @@ so the ``on.event`` handlers apply those (and upserts again, harmlessly idempote
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -70,6 +71,9 @@ class Watches:
     def mark_synced(self) -> None:
         if self.synced:
             return
+        # Compile every schedule before declaring readiness, so the first requests after a
+        # start do not each pay for a cron walk (seconds in total at 10,000 windows).
+        self.store.snapshot().prime(datetime.datetime.now(datetime.UTC))
         for kind in KINDS:
             self.store.mark_synced(kind)
         self.synced = True
