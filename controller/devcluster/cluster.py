@@ -35,7 +35,7 @@ from controller.devcluster import assets
 ADMIN_USER = "changegate-admin"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -143,8 +143,8 @@ class ControlPlane:
 
     def _start_etcd(self) -> None:
         assert self.bin_dir is not None
-        self.etcd_port = _free_port()
-        peer_port = _free_port()
+        self.etcd_port = free_port()
+        peer_port = free_port()
         self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self._spawn(
             "etcd",
@@ -163,7 +163,7 @@ class ControlPlane:
 
     def _start_apiserver(self, pki_dir: Path) -> None:
         assert self.bin_dir is not None
-        self.port = _free_port()
+        self.port = free_port()
         self._spawn(
             "kube-apiserver",
             [

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,13 +28,6 @@ from controller.devcluster import assets, cluster
 
 CRDS_DIR = assets.repo_root() / "crds"
 NAMESPACE = "changegate"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def install_crds(cp: cluster.ControlPlane) -> None:
@@ -145,7 +137,7 @@ def running(
     """CRDs installed, changegate running in local mode; torn down (webhook removed) on exit."""
     install_crds(cp)
     cp.kubectl("create", "namespace", NAMESPACE)  # may exist already: fine
-    cg = Changegate(cp=cp, workdir=workdir, port=free_port(), args=tuple(args))
+    cg = Changegate(cp=cp, workdir=workdir, port=cluster.free_port(), args=tuple(args))
     try:
         cg.start()
         yield cg
