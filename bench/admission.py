@@ -1,17 +1,25 @@
 """Admission server throughput and latency against a bare aiohttp TLS server (prints, asserts nothing).
 
-Three kinds of process, so the load generator does not share a core's event loop with a server:
+Every process on its own, so the load generator never shares an event loop with a server:
 
 - target (a): changegate's admission server (``server.build_app`` + ``server.serve``) over a
-  Store holding a seeded synthetic cluster (10,000 ChangeWindows by default);
+  Store holding bench/decide.py's seeded synthetic cluster (10,000 ChangeWindows by default),
+  decision log lines formatted and written (to /dev/null) as in production;
 - target (b): a bare aiohttp TLS server that reads the body, parses the JSON and answers
   ``allowed: true`` -- the floor any Python webhook pays for HTTP + TLS + JSON;
-- the load generator: an aiohttp client over TLS sending a ~3 KB Deployment UPDATE
-  AdmissionReview at a fixed concurrency for a fixed number of requests (bounded in time).
+- target (c): changegate's server over an empty, synced store -- (c) - (b) is the cost of the
+  admission layer itself (review codec, response, log line, metrics), (a) - (c) that of deciding;
+- the load generator: an aiohttp client over TLS sending ~3.6 KB Deployment UPDATE
+  AdmissionReviews at a fixed concurrency for a fixed number of requests (bounded in time),
+  after an unmeasured warm-up run.
 
+Printed per round: req/s, p50/p99 latency and the server's CPU time per request (from
+/proc/PID/stat). Wall-clock figures move with whatever else the machine runs; CPU per request
+much less. Rounds alternate targets; the best round of each is compared.
 Targets: throughput ratio (a)/(b) >= 0.7, p99 of (a) <= 20 ms.
 
     .venv/bin/python bench/admission.py [--requests 5000] [--concurrency 16] [--windows 10000]
+        [--rounds 2] [--warmup 1000] [--targets changegate,bare,changegate-empty]
 """
 
 from __future__ import annotations
