@@ -71,16 +71,23 @@ class Metrics:
         )
         for phase in crds.Phase:
             self.windows.labels(phase=str(phase)).set(0)
+        self._decision_children: dict[tuple[str, ...], prometheus_client.Counter] = {}
 
     def observe_decision(self, *, decision: decide.Decision, dry_run: bool, seconds: float) -> None:
         """Count one answered review and its latency."""
-        self.decisions.labels(
-            decision="allow" if decision.allowed else "deny",
-            reason=str(decision.reason),
-            policy=decision.policy or "",
-            mode=str(decision.mode) if decision.mode is not None else "",
-            dry_run="true" if dry_run else "false",
-        ).inc()
+        key = (
+            "allow" if decision.allowed else "deny",
+            str(decision.reason),
+            decision.policy or "",
+            str(decision.mode) if decision.mode is not None else "",
+            "true" if dry_run else "false",
+        )
+        # labels() validates and locks on every call; the label sets are few (policies x
+        # reasons x modes), so their children are looked up once and kept.
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        child.inc()
         self.duration.observe(seconds)
         if decision.emergency and decision.allowed and not dry_run:
             self.emergency_changes.labels(
