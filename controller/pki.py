@@ -111,9 +111,7 @@ def _sign_leaf(
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def make_serving_cert(
-    *, ca: KeyPair, hosts: Sequence[str], days: int = 90
-) -> KeyPair:
+def make_serving_cert(*, ca: KeyPair, hosts: Sequence[str], days: int = 90) -> KeyPair:
     """A TLS server certificate for DNS names and IP addresses in ``hosts``."""
     sans: list[x509.GeneralName] = []
     for host in hosts:

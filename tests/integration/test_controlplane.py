@@ -58,12 +58,25 @@ def test_user_without_rbac_is_forbidden_then_allowed_after_grant(
     assert err.value.status == 403
 
     cp.kubectl(
-        "-n", "smoke-rbac", "create", "role", "cm-writer",
-        "--verb=create,get,list", "--resource=configmaps", check=True,
+        "-n",
+        "smoke-rbac",
+        "create",
+        "role",
+        "cm-writer",
+        "--verb=create,get,list",
+        "--resource=configmaps",
+        check=True,
     )
     cp.kubectl(
-        "-n", "smoke-rbac", "create", "rolebinding", "devs-cm-writer",
-        "--role=cm-writer", "--group=devs", "--user=dana", check=True,
+        "-n",
+        "smoke-rbac",
+        "create",
+        "rolebinding",
+        "devs-cm-writer",
+        "--role=cm-writer",
+        "--group=devs",
+        "--user=dana",
+        check=True,
     )
     allowed = cp.kubectl(
         "-n", "smoke-rbac", "create", "configmap", "c1", "--from-literal=a=b", as_user="dana"
@@ -72,9 +85,7 @@ def test_user_without_rbac_is_forbidden_then_allowed_after_grant(
     created = core.create_namespaced_config_map("smoke-rbac", body)
     assert created.metadata.name == "c2"
     # Impersonating a group grants the group's rights too.
-    imp = kubernetes.client.CoreV1Api(
-        cluster.impersonating_client(cp, user="erin", group="devs")
-    )
+    imp = kubernetes.client.CoreV1Api(cluster.impersonating_client(cp, user="erin", group="devs"))
     assert imp.read_namespaced_config_map("c1", "smoke-rbac").data == {"a": "b"}
 
 
