@@ -294,7 +294,7 @@ class Demo:
             ALICE,
             ["kubectl", "changegate", "approve", "chg-2001-web", "--yes"],
             expect="denied",
-            contains=["requester"],
+            contains=["four-eyes"],
         )
 
         self.step("bob, an approver, approves it (he signs the spec's hash)")
