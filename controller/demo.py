@@ -317,9 +317,9 @@ class Demo:
         self.step("dave is a developer too, but the window does not name him: denied")
         self.run(
             DAVE,
-            ["kubectl", "-n", "shop", "scale", "deployment/web", "--replicas=3"],
+            ["kubectl", "-n", "shop", "set", "image", "deployment/web", "web=nginx:1.29"],
             expect="denied",
-            contains=["changegate denied"],
+            contains=["is not designated personnel of window CHG-2001"],
         )
 
         self.step("alice tries to kubectl exec into a pod: the window does not cover pods/exec")
