@@ -329,6 +329,9 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
             allow=False,
             reason=Reason.BLACKOUT,
             why=explain.blackout(name=blackout.name, until=until, zone=zone, now=now),
+            next_step=explain.next_after_blackout(
+                break_glass=bool(p.policy.spec.break_glass and p.policy.spec.break_glass.groups)
+            ),
         )
 
     best: tuple[index.CompiledWindow, schedules.Interval, _Stage] | None = None
@@ -417,24 +420,28 @@ def _through_window(
             approvers=state.valid,
             closes=interval.end,
         )
+    groups = p.policy.spec.approval.approver_groups
     if reason is Reason.APPROVAL_STALE:
         why = explain.approval_stale(
             window=label, valid=len(state.valid), required=state.required, stale=state.stale
         )
+        next_step = explain.next_approve(window_name=w.name, groups=groups)
     elif reason is Reason.NOT_APPROVED and not state.approved:
         why = explain.not_approved(
             window=label,
             valid=len(state.valid),
             required=state.required,
             approvers=state.valid,
-            groups=p.policy.spec.approval.approver_groups,
+            groups=groups,
         )
+        next_step = explain.next_approve(window_name=w.name, groups=groups)
     elif reason is Reason.NOT_APPROVED:
-        why = explain.ticket_mismatch(
-            window=label, ticket=spec.ticket, pattern=p.policy.spec.ticket_pattern or ""
-        )
+        pattern = p.policy.spec.ticket_pattern or ""
+        why = explain.ticket_mismatch(window=label, ticket=spec.ticket, pattern=pattern)
+        next_step = explain.next_fix_ticket(pattern=pattern)
     elif reason is Reason.NOT_DESIGNATED:
         why = explain.not_designated(window=label, user=req.user, identities=spec.identities)
+        next_step = explain.next_designate(identities=spec.identities)
     elif reason is Reason.IDENTITY_EXPIRED:
         first = designated[0]
         until = first.identity.spec.valid_until
@@ -443,7 +450,13 @@ def _through_window(
         else:
             why = explain.identity_expired(identity=first.name, at=until, zone=first.zone, now=now)
         return _Verdict(
-            policy=p, allow=False, reason=reason, why=why, window=w, identity=first.name
+            policy=p,
+            allow=False,
+            reason=reason,
+            why=why,
+            next_step=explain.next_renew_identity(identity=first.name),
+            window=w,
+            identity=first.name,
         )
     else:  # OUTSIDE_WORK_HOURS
         first = last[0]
@@ -456,9 +469,15 @@ def _through_window(
             now=now,
         )
         return _Verdict(
-            policy=p, allow=False, reason=reason, why=why, window=w, identity=first.name
+            policy=p,
+            allow=False,
+            reason=reason,
+            why=why,
+            next_step=explain.next_after_hours(),
+            window=w,
+            identity=first.name,
         )
-    return _Verdict(policy=p, allow=False, reason=reason, why=why, window=w)
+    return _Verdict(policy=p, allow=False, reason=reason, why=why, next_step=next_step, window=w)
 
 
 def _next_window_hint(ctx: _Context) -> str:

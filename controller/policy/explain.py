@@ -183,3 +183,39 @@ def internal_error(error: BaseException) -> str:
         "changegate could not decide this request and denied it to fail closed: "
         f"{type(error).__name__}: {error}"
     )
+
+
+# -- next steps: what the requester can do about each denial ------------------------------------
+
+
+def next_approve(*, window_name: str, groups: Sequence[str]) -> str:
+    who = f"a member of {', '.join(groups)}" if groups else "an approver"
+    return f"Next: ask {who} to run `kubectl changegate approve {window_name}`."
+
+
+def next_fix_ticket(*, pattern: str) -> str:
+    return f"Next: request a window whose ticket matches {pattern!r}."
+
+
+def next_designate(*, identities: Sequence[str]) -> str:
+    return (
+        "Next: request a window that names an identity you belong to (kubectl changegate "
+        f"request), or ask the platform team to add you to {', '.join(identities)}."
+    )
+
+
+def next_renew_identity(*, identity: str) -> str:
+    return f"Next: ask the platform team to renew or unsuspend AuthorizedIdentity {identity}."
+
+
+def next_after_hours() -> str:
+    return "Next: make the change within those hours, or ask an on-call identity to make it."
+
+
+def next_after_blackout(*, break_glass: bool) -> str:
+    if break_glass:
+        return (
+            "Next: wait for the blackout to end; for an incident, open a break-glass window "
+            "(kubectl changegate emergency)."
+        )
+    return "Next: wait for the blackout to end."

@@ -607,3 +607,59 @@ def test_cached_timeline_answers_exactly_like_the_timeline(cron: str, minutes: l
         t = base + dt.timedelta(minutes=m)
         assert cached.interval_at(t) == oracle.interval_at(t)
         assert cached.next_interval(t) == oracle.next_interval(t)
+
+
+# -- every denial says what to do next -----------------------------------------------------------
+
+_FREEZE = {
+    "name": "year-end-freeze",
+    "schedule": {"start": "2026-12-01T00:00:00+09:00", "end": "2026-12-03T00:00:00+09:00"},
+}
+_OFFICE_HOURS = {
+    "timeZone": "Asia/Seoul",
+    "weekly": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "start": "09:00", "end": "18:00"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("reason", "build", "next_step"),
+    [
+        (decide.Reason.NO_WINDOW, lambda: run(snap=snapshot(windows=[])), "Next: request"),
+        (
+            decide.Reason.NOT_APPROVED,
+            lambda: run(snap=snapshot(windows=[window(approved_by=())])),
+            "Next: ask a member of change-approvers to run `kubectl changegate approve w1`",
+        ),
+        (
+            decide.Reason.NOT_APPROVED,
+            lambda: run(snap=snapshot(policies=[policy(ticketPattern="^INC-[0-9]+$")])),
+            "Next: request a window whose ticket matches '^INC-[0-9]+$'",
+        ),
+        (
+            decide.Reason.NOT_DESIGNATED,
+            lambda: run(request(user="mallory@example.com")),
+            "ask the platform team to add you to payments-oncall",
+        ),
+        (
+            decide.Reason.IDENTITY_EXPIRED,
+            lambda: run(snap=snapshot(identities=[identity(suspended=True)])),
+            "Next: ask the platform team to renew or unsuspend AuthorizedIdentity payments-oncall",
+        ),
+        (
+            decide.Reason.OUTSIDE_WORK_HOURS,
+            lambda: run(snap=snapshot(identities=[identity(workHours=_OFFICE_HOURS)])),
+            "Next: make the change within those hours",
+        ),
+        (
+            decide.Reason.BLACKOUT,
+            lambda: run(snap=snapshot(policies=[policy(blackouts=[_FREEZE])])),
+            "Next: wait for the blackout to end",
+        ),
+    ],
+)
+def test_every_denial_names_the_next_step(
+    reason: decide.Reason, build: Any, next_step: str
+) -> None:
+    d = build()
+    assert (d.allowed, d.reason) == (False, reason)
+    assert next_step in d.message
