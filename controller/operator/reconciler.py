@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pydantic
@@ -53,7 +53,9 @@ class Reconciler:
         elector: leader.LeaderElector,
         clock: Callable[[], datetime.datetime],
         resync: float = 300.0,
+        on_phases: Callable[[Mapping[str, int]], None] | None = None,
     ) -> None:
+        self._on_phases = on_phases
         self._store = store
         self._custom = custom_api
         self._webhooks = webhooks
@@ -124,6 +126,8 @@ class Reconciler:
             boundary = await self._reconcile_window(name, body, snapshot=snapshot, now=now)
             if boundary is not None and (next_boundary is None or boundary < next_boundary):
                 next_boundary = boundary
+        if self._on_phases is not None:
+            self._on_phases(phase_counts(self.windows.values()))
         return next_boundary
 
     async def _reconcile_window(
@@ -171,3 +175,12 @@ class Reconciler:
         ):
             self._poster.post(ref=ref, reason=reason, type=type_, message=message)
         return boundary
+
+
+def phase_counts(bodies: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Windows per ``status.phase`` (the ``changegate_windows{phase}`` gauge); unset is ""."""
+    counts: dict[str, int] = {}
+    for body in bodies:
+        phase = str((body.get("status") or {}).get("phase") or "")
+        counts[phase] = counts.get(phase, 0) + 1
+    return counts

@@ -134,6 +134,8 @@ async def run(config: Config) -> None:
         poster=poster,
         elector=elector,
         clock=clock,
+        # The leader sees every window's status; standby replicas export no phase counts.
+        on_phases=app[admission.METRICS].set_window_phases,
     )
 
     def on_change(kind: handlers.Kind, event: str, body: Any) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import ssl
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -663,3 +665,37 @@ def test_webhook_down_fails_closed_but_control_plane_still_works(
     finally:
         changegate.start()
     eventually(lambda: admitted(world.configmap("back", who=ALICE)))
+
+
+# -- observability ------------------------------------------------------------------------------
+
+
+def _scrape(cg: e2e_helpers.Changegate) -> str:
+    ctx = ssl.create_default_context(cafile=str(cg.workdir / "certs" / "ca.crt"))
+    with urllib.request.urlopen(f"{cg.url}/metrics", context=ctx, timeout=5) as r:
+        text: str = r.read().decode()
+        return text
+
+
+def test_metrics_count_decisions_and_windows_by_phase(
+    world: World, changegate: e2e_helpers.Changegate
+) -> None:
+    world.setup()
+    denied(world.configmap("before", who=ALICE))
+    world.approved_window(f"{world.ns}-w")
+    eventually(lambda: admitted(world.configmap("inside", who=ALICE)))
+
+    def exported() -> None:
+        text = _scrape(changegate)
+        active = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('changegate_windows{phase="Active"}')
+        ]
+        assert active and active[0] >= 1, "no Active windows exported"
+        assert 'decision="deny"' in text and 'reason="NoWindow"' in text
+        assert 'decision="allow"' in text and 'reason="Window"' in text
+        assert "changegate_admission_duration_seconds_bucket" in text
+        assert "changegate_index_ready 1.0" in text
+
+    eventually(exported)
