@@ -58,6 +58,7 @@ demo: venv controlplane
 bench: venv
 	$(PY) bench/decide.py
 	$(PY) bench/admission.py
+	$(PY) bench/apiserver.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .changegate-cluster
