@@ -18,6 +18,7 @@ import zoneinfo
 from typing import Annotated, Any, Final, Literal
 
 import croniter
+import holidays
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -26,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -86,10 +88,19 @@ def _check_zone(value: str) -> str:
     return value
 
 
+# croniter extensions that make a schedule move on every parse (R = random, H = hashed):
+# a window must open at the same instants on every replica and after every restart.
+_CRON_NONDETERMINISTIC = re.compile(r"(?:^|[\s,/-])[RH](?:\(|$|[\s,/-])")
+
+
 def _check_cron(value: str) -> str:
     if len(value.split()) != 5 or not croniter.croniter.is_valid(value):
         raise ValueError(
             f"invalid cron {value!r}: use 5 fields (minute hour day-of-month month day-of-week)"
+        )
+    if _CRON_NONDETERMINISTIC.search(value):
+        raise ValueError(
+            f"invalid cron {value!r}: random (R) and hashed (H) fields are not allowed"
         )
     return value
 
@@ -341,6 +352,26 @@ class HolidayCalendar(_Wire):
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
     subdivision: str | None = None
     time_zone: TimeZone
+
+    @field_validator("country")
+    @classmethod
+    def _country_has_a_calendar(cls, value: str) -> str:
+        # The pattern only checks the shape; the calendar library must know the country, or
+        # the blackout could never be evaluated.
+        if value not in holidays.list_supported_countries():
+            raise ValueError(f"country {value!r} has no holiday calendar (ISO 3166-1 alpha-2)")
+        return value
+
+    @model_validator(mode="after")
+    def _subdivision_known(self) -> HolidayCalendar:
+        subdivisions = holidays.list_supported_countries().get(self.country, [])
+        if self.subdivision is not None and self.subdivision not in subdivisions:
+            shown = ", ".join(subdivisions[:12]) + (" ..." if len(subdivisions) > 12 else "")
+            raise ValueError(
+                f"subdivision {self.subdivision!r} is not known for {self.country}"
+                + (f"; use one of: {shown}" if subdivisions else "; it has none")
+            )
+        return self
 
 
 class Blackout(_Wire):

@@ -224,8 +224,15 @@ def test_always_open_cron_reports_an_open_run_and_no_next_opening() -> None:
 
 
 def test_random_cron_fields_are_refused_because_the_window_would_move() -> None:
-    with pytest.raises(schedules.ScheduleError, match="random"):
-        recurring("R 22 * * *", "1h", "Asia/Seoul")
+    # The model refuses them first (field spec.schedule.cron); the engine refuses them too, for
+    # a value that reached it some other way.
+    with pytest.raises(ValueError, match="random"):
+        crds.Schedule(cron="R 22 * * *", duration="1h", time_zone="Asia/Seoul")
+    unchecked = crds.Schedule.model_construct(
+        cron="R 22 * * *", duration=dt.timedelta(hours=1), time_zone="Asia/Seoul"
+    )
+    with pytest.raises(ValueError, match="random"):  # ScheduleError or the model's own error
+        schedules.from_schedule(unchecked)
 
 
 def test_month_and_day_names_are_not_mistaken_for_random_fields() -> None:
@@ -523,10 +530,14 @@ def test_subdivision_holidays_are_included() -> None:
 
 @pytest.mark.parametrize(("country", "subdivision"), [("XX", None), ("US", "ZZ")])
 def test_unknown_calendars_fail_when_built(country: str, subdivision: str | None) -> None:
+    # The model refuses them first; the engine refuses a value that reached it some other way.
+    with pytest.raises(ValueError, match="not known|no holiday calendar"):
+        crds.HolidayCalendar(country=country, subdivision=subdivision, time_zone="UTC")
+    unchecked = crds.HolidayCalendar.model_construct(
+        country=country, subdivision=subdivision, time_zone="UTC"
+    )
     with pytest.raises(schedules.ScheduleError, match="holiday calendar"):
-        schedules.holidays(
-            crds.HolidayCalendar(country=country, subdivision=subdivision, time_zone="UTC")
-        )
+        schedules.holidays(unchecked)
 
 
 # -- blackouts and helpers ------------------------------------------------------------------------

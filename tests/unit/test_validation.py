@@ -226,6 +226,38 @@ def test_naming_an_identity_that_does_not_exist_yet_is_a_warning() -> None:
             },
             "spec.ticketPattern",
         ),
+        (
+            "ChangeWindow",
+            window_body(schedule={"cron": "R 22 * * 2", "duration": "1h", "timeZone": "UTC"}),
+            "spec.schedule.cron",
+        ),
+        (
+            "ChangePolicy",
+            {
+                "metadata": {"name": "p"},
+                "spec": {
+                    "match": {"resources": [RULE]},
+                    "blackouts": [{"name": "b", "holidays": {"country": "XX", "timeZone": "UTC"}}],
+                },
+            },
+            "spec.blackouts[0].holidays.country",
+        ),
+        (
+            "ChangePolicy",
+            {
+                "metadata": {"name": "p"},
+                "spec": {
+                    "match": {"resources": [RULE]},
+                    "blackouts": [
+                        {
+                            "name": "b",
+                            "holidays": {"country": "US", "subdivision": "ZZ", "timeZone": "UTC"},
+                        }
+                    ],
+                },
+            },
+            "spec.blackouts[0].holidays",
+        ),
     ],
 )
 def test_bad_input_yields_field_named_errors(kind: str, body: dict[str, Any], path: str) -> None:
