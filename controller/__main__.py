@@ -72,7 +72,20 @@ def parser() -> argparse.ArgumentParser:
         "--cert-dir",
         type=Path,
         default=Path(_env("CERT_DIR", "/var/run/changegate/certs") or "."),
-        help="tls.crt, tls.key and ca.crt; in --local mode they are created here",
+        help="tls.crt, tls.key and ca.crt; written here in the local and secret cert modes",
+    )
+    r.add_argument(
+        "--cert-mode",
+        choices=runner.CERT_MODES,
+        default=_env("CERT_MODE"),
+        help="local: dev certificates (the default with --local); secret: changegate issues "
+        "and rotates them in --cert-secret; files: read what is mounted in --cert-dir "
+        "(e.g. by cert-manager; the default otherwise)",
+    )
+    r.add_argument(
+        "--cert-secret",
+        default=_env("CERT_SECRET", "changegate-tls"),
+        help="the Secret (in --namespace) holding the CA and serving certificate (secret mode)",
     )
     r.add_argument("--namespace", default=_env("NAMESPACE", "changegate"))
     r.add_argument(
@@ -119,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> runner.Config:
         service_name=args.service_name,
         failure_policy=args.failure_policy,
         local=args.local,
+        cert_mode=args.cert_mode,
+        cert_secret=args.cert_secret,
         builtin_exemptions=not args.no_builtin_exemptions,
     )
 

@@ -43,11 +43,15 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def make_ca(*, common_name: str, days: int = 365) -> KeyPair:
-    """A self-signed CA certificate allowed to sign leaf certificates."""
+def make_ca(*, common_name: str, days: int = 365, now: datetime.datetime | None = None) -> KeyPair:
+    """A self-signed CA certificate allowed to sign leaf certificates.
+
+    ``now`` (default: the wall clock) anchors the validity, so callers that plan with an
+    injected clock issue certificates consistent with it.
+    """
     key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = now or _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -84,13 +88,14 @@ def _sign_leaf(
     usage: x509.ObjectIdentifier,
     sans: Sequence[x509.GeneralName] = (),
     days: int,
+    now: datetime.datetime | None = None,
 ) -> KeyPair:
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise TypeError("CA key must be EC or RSA")
     key = _key()
-    now = _now()
+    now = now or _now()
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -111,7 +116,9 @@ def _sign_leaf(
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def make_serving_cert(*, ca: KeyPair, hosts: Sequence[str], days: int = 90) -> KeyPair:
+def make_serving_cert(
+    *, ca: KeyPair, hosts: Sequence[str], days: int = 90, now: datetime.datetime | None = None
+) -> KeyPair:
     """A TLS server certificate for DNS names and IP addresses in ``hosts``."""
     sans: list[x509.GeneralName] = []
     for host in hosts:
@@ -121,7 +128,12 @@ def make_serving_cert(*, ca: KeyPair, hosts: Sequence[str], days: int = 90) -> K
             sans.append(x509.DNSName(host))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     return _sign_leaf(
-        ca=ca, subject=subject, usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans, days=days
+        ca=ca,
+        subject=subject,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=sans,
+        days=days,
+        now=now,
     )
 
 
@@ -147,3 +159,24 @@ def make_rsa_key_pem(bits: int = 2048) -> bytes:
 def not_after(cert_pem: bytes) -> datetime.datetime:
     """When a PEM certificate expires (UTC)."""
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
+def load_certs(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle (e.g. a caBundle carrying an old and a new CA)."""
+    return x509.load_pem_x509_certificates(pem)
+
+
+def load_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    """A PEM private key of a kind pki makes; ValueError for anything else."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("unsupported private key type")
+    return key
+
+
+def same_public_key(cert: x509.Certificate, key_pem: bytes) -> bool:
+    """Whether ``key_pem`` is the private key of ``cert`` (False when it does not load)."""
+    try:
+        return cert.public_key() == load_key(key_pem).public_key()
+    except (ValueError, TypeError):
+        return False

@@ -29,9 +29,14 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WebhookSettings:
-    """How the API server reaches this changegate (everything but the policies)."""
+    """How the API server reaches this changegate (everything but the policies).
 
-    ca_bundle: bytes
+    ``ca_bundle`` is PEM, or a callable returning the current PEM: rotated certificates
+    (self-managed mode, cert-manager) change the CA while the replica runs, so the bundle is
+    asked for on every pass instead of being fixed at start.
+    """
+
+    ca_bundle: bytes | Callable[[], bytes]
     namespace: str
     url: str | None = None
     service: webhook.ServiceRef | None = None
@@ -109,7 +114,7 @@ class Reconciler:
         s = self._settings
         desired = webhook.build_webhook_configuration(
             policies=snapshot.policies.values(),
-            ca_bundle=s.ca_bundle,
+            ca_bundle=s.ca_bundle() if callable(s.ca_bundle) else s.ca_bundle,
             url=s.url,
             service=s.service,
             namespace=s.namespace,

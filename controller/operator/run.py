@@ -1,12 +1,14 @@
 """One changegate replica: the kopf watches, the leader's reconciler, Events and the server.
 
-Everything runs in one asyncio loop. Startup order: the admission server listens first (it
-answers "changegate is starting" and /readyz 503 until the index syncs), then kopf lists and
-watches. Shutdown on SIGTERM/SIGINT: stop accepting and drain in-flight reviews, then stop
+Everything runs in one asyncio loop. Startup order: the certificates are in place first (in
+``secret`` mode the Secret is read or created and its files written), then the admission
+server listens (it answers "changegate is starting" and /readyz 503 until the index syncs),
+then kopf lists and watches. Shutdown on SIGTERM/SIGINT: stop accepting and drain in-flight reviews, then stop
 kopf, release the Lease and cancel the background tasks.
 
-Kubernetes I/O outside kopf (status, Events, Lease, webhook configuration) uses the official
-synchronous client in worker threads: a handful of small writes, none on the request path.
+Kubernetes I/O outside kopf (status, Events, Lease, webhook configuration, the certificate
+Secret) uses the official synchronous client in worker threads: a handful of small writes,
+none on the request path.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 import kubernetes
@@ -28,9 +32,14 @@ from controller import store as stores
 from controller.admission import server as admission
 from controller.admission import tls
 from controller.model import crds
-from controller.operator import events, handlers, leader, reconciler, webhook
+from controller.operator import certs, events, handlers, leader, reconciler, webhook
 
 logger = logging.getLogger(__name__)
+
+#: local: dev certificates made in cert_dir; secret: changegate manages a Secret (self-managed);
+#: files: tls.crt/tls.key/ca.crt mounted into cert_dir by someone else (cert-manager).
+CertMode = Literal["local", "secret", "files"]
+CERT_MODES: tuple[CertMode, ...] = ("local", "secret", "files")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,12 +55,19 @@ class Config:
     service_name: str = "changegate"
     failure_policy: webhook.FailurePolicy = "Fail"
     local: bool = False
+    cert_mode: CertMode | None = None  # None: "local" with ``local``, else "files"
+    cert_secret: str = "changegate-tls"
     builtin_exemptions: bool = True
     instance: str = dataclasses.field(
         default_factory=lambda: (
             os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         )
     )
+
+    @property
+    def certificates(self) -> CertMode:
+        """Where the serving certificate comes from (``cert_mode``, or the default for it)."""
+        return self.cert_mode or ("local" if self.local else "files")
 
     @property
     def self_username(self) -> str:
@@ -69,16 +85,31 @@ def _api_client(config: Config) -> Any:
     return kubernetes.client.ApiClient()
 
 
-def _certificates(config: Config) -> tuple[bytes, Path, Path]:
-    """(CA PEM for caBundle, serving cert, key): made in local mode, mounted otherwise."""
-    if config.local:
-        ca_file, cert_file, key_file = tls.ensure_dev_certs(
-            config.cert_dir, ("127.0.0.1", "localhost")
+def _certificates(
+    config: Config, *, api: Any, clock: Callable[[], datetime.datetime]
+) -> tuple[Callable[[], bytes], certs.SecretCertificates | None]:
+    """The caBundle provider, and the Secret manager in ``secret`` mode (not yet started).
+
+    ``local`` makes dev certificates for 127.0.0.1; ``files`` reads what is mounted (e.g. by
+    cert-manager); ``secret`` issues and rotates them in a Secret (controller/operator/certs.py).
+    In every mode the bundle is read again on each reconcile pass, so a rotated CA reaches
+    the webhook configuration without a restart.
+    """
+    if config.certificates == "secret":
+        managed = certs.SecretCertificates(
+            core_api=kubernetes.client.CoreV1Api(api),
+            namespace=config.namespace,
+            name=config.cert_secret,
+            hosts=certs.service_hosts(service=config.service_name, namespace=config.namespace),
+            cert_dir=config.cert_dir,
+            clock=clock,
         )
+        return managed.ca_bundle, managed
+    if config.certificates == "local":
+        ca_file, _, _ = tls.ensure_dev_certs(config.cert_dir, ("127.0.0.1", "localhost"))
     else:
-        ca_file = config.cert_dir / "ca.crt"
-        cert_file, key_file = config.cert_dir / "tls.crt", config.cert_dir / "tls.key"
-    return ca_file.read_bytes(), cert_file, key_file
+        ca_file = config.cert_dir / certs.CA_CRT
+    return ca_file.read_bytes, None
 
 
 def _kopf_settings() -> kopf.OperatorSettings:
@@ -100,7 +131,11 @@ async def run(config: Config) -> None:
         kind="ServiceAccount", namespace=config.namespace, name=config.service_account
     )
     store = stores.Store(builtin_exemptions=config.builtin_exemptions, self_subject=self_subject)
-    ca_pem, cert_file, key_file = _certificates(config)
+    ca_bundle, managed = _certificates(config, api=api, clock=clock)
+    if managed is not None:
+        # The files must be in place before the server loads them.
+        await asyncio.to_thread(managed.start)
+    cert_file, key_file = config.cert_dir / certs.TLS_CRT, config.cert_dir / certs.TLS_KEY
 
     poster = events.EventPoster(
         core_api=kubernetes.client.CoreV1Api(api), instance=config.instance, clock=clock
@@ -116,7 +151,7 @@ async def run(config: Config) -> None:
         app=app, host=config.listen_host, port=config.port, cert_file=cert_file, key_file=key_file
     )
     settings = reconciler.WebhookSettings(
-        ca_bundle=ca_pem,
+        ca_bundle=ca_bundle,
         namespace=config.namespace,
         url=f"https://127.0.0.1:{server.port}/validate" if config.local else None,
         service=None
@@ -180,6 +215,13 @@ async def run(config: Config) -> None:
             name="changegate-resync",
         ),
     ]
+    if managed is not None:
+        tasks.append(
+            asyncio.create_task(
+                managed.run(leading=lambda: elector.leading, on_change=loop_.poke),
+                name="changegate-certs",
+            )
+        )
     kopf_stop = asyncio.Event()
     operator = asyncio.create_task(
         kopf.operator(
@@ -191,7 +233,10 @@ async def run(config: Config) -> None:
         ),
         name="changegate-kopf",
     )
-    logger.info("changegate running", extra={"port": server.port, "local": config.local})
+    logger.info(
+        "changegate running",
+        extra={"port": server.port, "local": config.local, "cert_mode": config.certificates},
+    )
     stopper = asyncio.create_task(stop.wait())
     # kopf installs its own SIGTERM/SIGINT handlers and returns when signalled: either way out
     # of this wait means shut down.
