@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from controller.admission import codec
+from controller.model import review as review_model
 
 
 def _review(**request_overrides: Any) -> dict[str, Any]:
@@ -110,3 +111,33 @@ def test_explanation_is_bounded_however_many_fields_are_wrong() -> None:
         codec.parse_review(body.encode())
     assert "request.userInfo.groups.0: Input should be a valid string" in caught.value.message
     assert len(caught.value.message) <= 1000
+
+
+@pytest.mark.parametrize(
+    "review",
+    [
+        _review(),
+        _without(_without(_review(), "object"), "oldObject"),
+        _review(object=None, oldObject={"metadata": {"name": "web", "labels": {"a": "b"}}}),
+        _review(object={"spec": {"replicas": 3, "ratio": 0.5, "list": [1, {"x": None}]}}),
+        _review(dryRun="true", subResource="scale", options={"kind": "UpdateOptions"}),
+        _review(old_object={"metadata": {"name": "snake-case alias"}}),
+    ],
+    ids=["full", "no-objects", "null-object", "nested-object", "lax-fields", "python-name"],
+)
+def test_envelope_fast_path_reads_a_review_exactly_as_the_full_model_does(
+    review: dict[str, Any],
+) -> None:
+    body = json.dumps(review).encode()
+    expected = review_model.AdmissionReview.model_validate_json(body).request
+    parsed = codec.parse_review(body)
+    assert parsed == expected
+    assert (parsed.object, parsed.old_object) == (expected.object, expected.old_object)
+
+
+@pytest.mark.parametrize("field", ["object", "oldObject"])
+@pytest.mark.parametrize("value", [[], "text", 3, True])
+def test_object_that_is_not_a_json_object_is_a_400_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(codec.MalformedReview) as caught:
+        codec.parse_review(json.dumps(_review(**{field: value})).encode())
+    assert f"request.{field}: Input should be" in caught.value.message
