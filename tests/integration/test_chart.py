@@ -16,21 +16,20 @@ helm itself is built from the Go module proxy by hack/build-helm.sh and cached.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
+import datetime
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from controller.devcluster import cluster
+from controller.operator import certs
 
 pytestmark = pytest.mark.integration
 
@@ -310,6 +309,11 @@ def test_container_runs_changegate_with_the_documented_flags(rendered: Rendered)
         "service-name": rendered.install.fullname,
         "failure-policy": "Fail",
         "log-level": "info",
+        **(
+            {"cert-mode": "secret", "cert-secret": f"{rendered.install.fullname}-tls"}
+            if rendered.install.cert_mode == "self-managed"
+            else {"cert-mode": "files"}
+        ),
     }
     assert rendered.container["ports"] == [
         {"name": "https", "containerPort": 8443, "protocol": "TCP"}
@@ -365,7 +369,7 @@ def test_rbac_reads_changegate_objects_and_writes_only_window_status(rendered: R
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
 
 
-def test_rbac_namespace_role_holds_only_the_lease(rendered: Rendered) -> None:
+def test_rbac_namespace_role_holds_the_lease_and_only_its_own_secret(rendered: Rendered) -> None:
     role = rendered.one("Role")
     assert role["metadata"]["namespace"] == rendered.install.namespace
     leases = _rules(role, "coordination.k8s.io", "leases")
@@ -373,8 +377,16 @@ def test_rbac_namespace_role_holds_only_the_lease(rendered: Rendered) -> None:
         (["changegate"], ["get", "update", "patch"]),
         (None, ["create"]),  # create cannot be restricted by resourceNames
     ]
-    # Certificates are written by the chart or cert-manager; changegate reads no Secrets.
-    assert len(role["rules"]) == len(leases)
+    secrets = _rules(role, "", "secrets")
+    if rendered.install.cert_mode == "self-managed":
+        # changegate keeps its CA and serving certificate in this one Secret.
+        assert [(r.get("resourceNames"), r["verbs"]) for r in secrets] == [
+            ([f"{rendered.install.fullname}-tls"], ["get", "update", "patch"]),
+            (None, ["create"]),  # same reason; the Role keeps it in the release namespace
+        ]
+    else:
+        assert secrets == []  # cert-manager writes the Secret; changegate only mounts it
+    assert len(role["rules"]) == len(leases) + len(secrets)
     assert not _rules(rendered.one("ClusterRole"), "", "secrets")
 
 
@@ -420,32 +432,24 @@ def test_uninstall_hook_removes_only_the_webhook_configuration(rendered: Rendere
     assert all("delete" not in r["verbs"] for r in main["rules"])
 
 
-def _pem(secret: Mapping[str, Any], key: str) -> bytes:
-    return base64.b64decode(secret["data"][key])
-
-
 def test_certificates_come_from_the_chosen_source(rendered: Rendered) -> None:
     install = rendered.install
     secret_name = f"{install.fullname}-tls"
     volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == "certs")
-    assert volume["secret"] == {"secretName": secret_name}
+    mount = next(m for m in rendered.container["volumeMounts"] if m["name"] == "certs")
+    assert mount["mountPath"] == "/var/run/changegate/certs"
     service_dns = f"{install.fullname}.{install.namespace}.svc"
     if install.cert_mode == "self-managed":
+        # changegate makes the certificates at runtime: none are rendered, none are mounted.
         assert not rendered.of_kind("Certificate") and not rendered.of_kind("Issuer")
-        secret = rendered.one("Secret", secret_name)
-        assert secret["type"] == "kubernetes.io/tls"
-        ca = x509.load_pem_x509_certificate(_pem(secret, "ca.crt"))
-        leaf = x509.load_pem_x509_certificate(_pem(secret, "tls.crt"))
-        leaf.verify_directly_issued_by(ca)  # raises if the chain is wrong
-        assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
-        assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
-        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert service_dns in sans.get_values_for_type(x509.DNSName)
-        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        assert ExtendedKeyUsageOID.SERVER_AUTH in usages
-        key = serialization.load_pem_private_key(_pem(secret, "tls.key"), password=None)
-        assert key.public_key() == leaf.public_key()
+        assert not rendered.of_kind("Secret")
+        assert "BEGIN" not in rendered.text and "PRIVATE KEY" not in rendered.text
+        assert "secret" not in volume
+        assert volume["emptyDir"]["medium"] == "Memory"
+        assert not mount.get("readOnly")  # changegate writes the files from the Secret
         return
+    assert volume["secret"] == {"secretName": secret_name}
+    assert mount["readOnly"] is True
     assert not rendered.of_kind("Secret")
     cert = rendered.one("Certificate")
     assert cert["spec"]["secretName"] == secret_name
@@ -608,16 +612,17 @@ def test_docs_examples_are_accepted_by_the_api_server(
 # -- a real install ----------------------------------------------------------------------------
 
 
-def test_upgrade_keeps_the_ca_and_reissues_the_serving_certificate(
+def test_installed_rbac_lets_changegate_manage_its_certificate_secret_and_no_other(
     helm: Path, controlplane: cluster.ControlPlane, tmp_path: Path
 ) -> None:
-    """The operator copies ca.crt into caBundle at start, so an upgrade must not change the CA.
+    """A real `helm install`, then changegate's startup as its own service account.
 
-    A real `helm install` and `helm upgrade` against the API server (no kubelet runs, so no pod
-    starts; the objects are what is checked). Uninstall skips the pre-delete hook, whose Job
-    would wait for a controller-manager this cluster does not run.
+    No kubelet runs, so no pod starts; the replica's startup (create the Secret, write the
+    files) and the leader's renewal run here, authenticated as the chart's service account,
+    so the RBAC the chart grants is exactly what is exercised. Uninstall skips the
+    pre-delete hook, whose Job would wait for a controller-manager this cluster does not run.
     """
-    namespace, secret = "changegate-upgrade", "changegate-tls"
+    namespace, release = "changegate-certs", "changegate"
     env = dict(os.environ, KUBECONFIG=str(controlplane.kubeconfig), HELM_CACHE_HOME=str(tmp_path))
     ns = ["--namespace", namespace]
 
@@ -627,21 +632,49 @@ def test_upgrade_keeps_the_ca_and_reissues_the_serving_certificate(
         )
         assert result.returncode == 0, result.stderr
 
-    def tls_secret() -> Mapping[str, Any]:
-        got = controlplane.kubectl("get", "secret", secret, "-n", namespace, "-o", "yaml")
-        assert got.returncode == 0, got.stderr
-        loaded: Mapping[str, Any] = yaml.safe_load(got.stdout)
-        return loaded
-
-    helm_run("install", "changegate", str(CHART), "--create-namespace", "--skip-crds", *ns)
+    helm_run("install", release, str(CHART), "--create-namespace", "--skip-crds", *ns)
     try:
-        before = tls_secret()
-        helm_run("upgrade", "changegate", str(CHART), *ns)
-        after = tls_secret()
+        # Helm wrote no Secret: the first replica creates it.
+        listed = controlplane.kubectl("get", "secrets", "-n", namespace, "-o", "name")
+        assert "secret/changegate-tls" not in listed.stdout
+        me = controlplane.identity(
+            f"system:serviceaccount:{namespace}:changegate",
+            ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+        )
+        core = kubernetes.client.CoreV1Api(
+            kubernetes.config.new_client_from_config(config_file=str(me.kubeconfig))
+        )
+        replica = certs.SecretCertificates(
+            core_api=core,
+            namespace=namespace,
+            name="changegate-tls",
+            hosts=certs.service_hosts(service="changegate", namespace=namespace),
+            cert_dir=tmp_path / "certs",
+            clock=lambda: datetime.datetime.now(datetime.UTC),
+        )
+        replica.start()
+        assert (tmp_path / "certs" / certs.TLS_CRT).read_bytes()
+        assert replica.rotate() is certs.Action.KEEP  # get + (nothing to) update, allowed
+        assert replica.refresh() is False
+        for verb, target in (
+            ("get", "secret/other"),
+            ("list", "secrets"),
+            ("delete", "secret/changegate-tls"),
+        ):
+            can = controlplane.kubectl(
+                "auth", "can-i", verb, target, "-n", namespace, as_user=me.user, as_groups=me.groups
+            )
+            assert can.stdout.strip() == "no", (verb, target)
+        can = controlplane.kubectl(
+            "auth",
+            "can-i",
+            "update",
+            "secret/changegate-tls",
+            "-n",
+            namespace,
+            as_user=me.user,
+            as_groups=me.groups,
+        )
+        assert can.stdout.strip() == "yes"
     finally:
-        helm_run("uninstall", "changegate", "--no-hooks", *ns)
-    assert _pem(after, "ca.crt") == _pem(before, "ca.crt")
-    assert _pem(after, "ca.key") == _pem(before, "ca.key")
-    assert _pem(after, "tls.crt") != _pem(before, "tls.crt")
-    ca = x509.load_pem_x509_certificate(_pem(after, "ca.crt"))
-    x509.load_pem_x509_certificate(_pem(after, "tls.crt")).verify_directly_issued_by(ca)
+        helm_run("uninstall", release, "--no-hooks", *ns)
