@@ -84,7 +84,10 @@ def _fallback_message(decision: decide.Decision) -> str:
 
 def sanitize_warning(text: str) -> str:
     """One printable line of at most ``MAX_WARNING_CHARS`` characters."""
-    line = _SPACES.sub(" ", "".join(c if c.isprintable() else " " for c in text)).strip()
+    # Nearly every warning is printable already; only the rest pay the per-character pass.
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else " " for c in text)
+    line = _SPACES.sub(" ", text).strip()
     if len(line) > MAX_WARNING_CHARS:
         line = line[: MAX_WARNING_CHARS - 1].rstrip() + "…"
     return line
