@@ -15,6 +15,9 @@ from controller.policy import decide
 
 logger = logging.getLogger("changegate.decisions")
 
+#: One encoder for every line: ``json.dumps`` with options builds a new JSONEncoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def resource_name(request: decide.Request) -> str:
     """``deployments.apps``, ``pods/exec``, ``deployments.apps/scale`` -- as kubectl names them."""
@@ -60,7 +63,7 @@ def emit(
     if not logger.isEnabledFor(logging.INFO):
         return
     line = record(request=request, decision=decision, now=now, latency_s=latency_s)
-    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    text = _encode(line)
     # makeRecord + handle is logger.info without findCaller's stack walk, which costs as much
     # as the rest of the line; the source location of this one call site tells nobody anything.
     logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None))
