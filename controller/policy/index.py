@@ -438,6 +438,9 @@ class Snapshot:
         self._controlling_by_rule: dict[tuple[str, str, str, str], tuple[CompiledPolicy, ...]] = {}
         self._controlling: dict[tuple[str, str, str, str, str], tuple[CompiledPolicy, ...]] = {}
         self._identities_memo: dict[tuple[str, tuple[str, ...]], tuple[CompiledIdentity, ...]] = {}
+        self._covering: dict[
+            tuple[str, str, str, str, str], tuple[tuple[_Entry, ...], tuple[list[_Entry], ...]]
+        ] = {}
 
     @classmethod
     def build(
@@ -624,34 +627,75 @@ class Snapshot:
         namespace: str,
         name: str,
     ) -> list[CompiledWindow]:
-        """Every window with a target covering the request, in name order."""
-        found: dict[str, CompiledWindow] = {}
+        """Every window with a target covering the request, in name order.
+
+        The dict probes for (namespace, group, resource, operation) are memoised per snapshot,
+        already merged per window and in name order, so a repeated request (the API server
+        sends the same object's UPDATEs over and over) costs a filter on ``names``. Targets
+        whose selector could match an unknown namespace are still checked per request.
+        """
+        memo_key = (namespace, api_group, resource, subresource, operation)
+        probed = self._covering.get(memo_key)
+        if probed is None:
+            probed = self._probe_windows(
+                api_group=api_group,
+                resource=resource,
+                subresource=subresource,
+                operation=operation,
+                namespace=namespace,
+            )
+            if len(self._covering) >= _MEMO_LIMIT:
+                self._covering.clear()
+            self._covering[memo_key] = probed
+        entries, selector_lists = probed
+        if not selector_lists:
+            return [w for w, names in entries if not names or name in names]
+        found = {w.name: w for w, names in entries if not names or name in names}
+        labels = self.namespace_labels(namespace)
+        for listed in selector_lists:
+            for w, _ in listed:
+                if w.name not in found and w.covers(
+                    api_group=api_group,
+                    resource=resource,
+                    subresource=subresource,
+                    operation=operation,
+                    namespace=namespace,
+                    name=name,
+                    labels=labels,
+                ):
+                    found[w.name] = w
+        return [found[n] for n in sorted(found)]
+
+    def _probe_windows(
+        self,
+        *,
+        api_group: str,
+        resource: str,
+        subresource: str,
+        operation: str,
+        namespace: str,
+    ) -> tuple[tuple[_Entry, ...], tuple[list[_Entry], ...]]:
+        """The namespace-indexed entries for a request, one per window in name order (its
+        ``names`` merged: a window covers a name if any of its entries does), and the
+        selector buckets to check per request."""
+        merged: dict[str, _Entry] = {}
         by_namespace = self._windows_by_namespace
         selector_lists: list[list[_Entry]] = []
         for g, r in _request_keys(api_group, resource, subresource):
             if namespace:
                 for op in (operation, "*"):
                     for w, names in by_namespace.get((namespace, g, r, op), ()):
-                        if not names or name in names:
-                            found[w.name] = w
+                        seen = merged.get(w.name)
+                        if seen is None:
+                            merged[w.name] = (w, names)
+                        elif seen[1] and names:
+                            merged[w.name] = (w, seen[1] | names)
+                        elif seen[1]:
+                            merged[w.name] = (w, _ALL_NAMES)
             listed = self._windows_by_selector.get((g, r))
             if listed:
                 selector_lists.append(listed)
-        if selector_lists:
-            labels = self.namespace_labels(namespace)
-            for listed in selector_lists:
-                for w, _ in listed:
-                    if w.name not in found and w.covers(
-                        api_group=api_group,
-                        resource=resource,
-                        subresource=subresource,
-                        operation=operation,
-                        namespace=namespace,
-                        name=name,
-                        labels=labels,
-                    ):
-                        found[w.name] = w
-        return [found[n] for n in sorted(found)]
+        return tuple(merged[n] for n in sorted(merged)), tuple(selector_lists)
 
     def identities_for(self, *, user: str, groups: Iterable[str]) -> tuple[CompiledIdentity, ...]:
         """Identities with a subject matching the user, in name order."""

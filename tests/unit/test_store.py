@@ -227,3 +227,39 @@ def test_index_finds_exactly_what_a_full_scan_finds_before_and_after_updates(see
     s.apply("Namespace", "delete", {"metadata": {"name": "ns-1"}})
     s.apply("ChangeWindow", "upsert", _random_window(rng, 3))
     _assert_index_agrees_with_full_scan(s.snapshot())
+
+
+@pytest.mark.parametrize(
+    ("target_names", "covered"),
+    [
+        ([["web"], ["api"]], {"web", "api"}),
+        ([["web"], []], {"web", "api", "db"}),
+        ([[], ["web"]], {"web", "api", "db"}),
+        ([["web"], ["web"]], {"web"}),
+    ],
+    ids=["two-name-lists", "names-then-all", "all-then-names", "same-names-twice"],
+)
+def test_window_covers_a_name_if_any_target_covering_the_request_does(
+    target_names: list[list[str]], covered: set[str]
+) -> None:
+    s = store.Store()
+    targets = [
+        {"namespaces": ["payments"], "resources": [RULE], **({"names": n} if n else {})}
+        for n in target_names
+    ]
+    s.apply("ChangeWindow", "upsert", window_body(targets=targets))
+    snap = s.snapshot()
+    for _ in range(2):  # the second round answers from the snapshot's memo
+        found = {
+            name
+            for name in ("web", "api", "db")
+            if snap.covering_windows(
+                api_group=RULE["apiGroups"][0],
+                resource=RULE["resources"][0],
+                subresource="",
+                operation="UPDATE",
+                namespace="payments",
+                name=name,
+            )
+        }
+        assert found == covered
