@@ -159,18 +159,27 @@ def is_builtin_exempt(*, user: str, groups: tuple[str, ...] | list[str]) -> bool
 
 
 def is_bookkeeping_update(obj: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -> bool:
-    """True when ``obj`` and ``old`` differ at most in ``BOOKKEEPING_METADATA``."""
+    """True when ``obj`` and ``old`` differ at most in ``BOOKKEEPING_METADATA``.
+
+    Compared in place, top-level fields other than ``metadata`` first: a real change (spec,
+    data) usually differs there, and the answer is then known without copying either object.
+    """
     if obj is None or old is None:
         return False
-    return _without_bookkeeping(obj) == _without_bookkeeping(old)
+    if obj.keys() != old.keys():
+        return False
+    for key, value in obj.items():
+        if key != "metadata" and value != old[key]:
+            return False
+    return bool(
+        _comparable_metadata(obj.get("metadata")) == _comparable_metadata(old.get("metadata"))
+    )
 
 
-def _without_bookkeeping(obj: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(obj)
-    meta = out.get("metadata")
+def _comparable_metadata(meta: Any) -> Any:
     if isinstance(meta, Mapping):
-        out["metadata"] = {k: v for k, v in meta.items() if k not in BOOKKEEPING_METADATA}
-    return out
+        return {k: v for k, v in meta.items() if k not in BOOKKEEPING_METADATA}
+    return meta
 
 
 # -- internals ------------------------------------------------------------------------------

@@ -521,6 +521,43 @@ def test_update_of_only_bookkeeping_metadata_is_allowed(
     assert d.allowed is no_op
 
 
+_NO_METADATA: dict[str, Any] = {"spec": {"replicas": 2}}
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "no_op"),
+    [
+        (_obj(resourceVersion="2"), _obj(resourceVersion="1"), True),
+        (_obj(), {**_obj(), "status": {"ready": 1}}, False),
+        ({**_obj(), "spec": {"replicas": 3}}, _obj(), False),
+        (_obj(generation=2), {**_obj(), "metadata": {"generation": 1}}, False),
+        (_NO_METADATA, dict(_NO_METADATA), True),
+        (_NO_METADATA, _obj(), False),
+        ({**_NO_METADATA, "metadata": "odd"}, {**_NO_METADATA, "metadata": "odd"}, True),
+        ({**_NO_METADATA, "metadata": "odd"}, {**_NO_METADATA, "metadata": {}}, False),
+        ({**_NO_METADATA, "metadata": {"generation": 1}}, {**_NO_METADATA, "metadata": {}}, True),
+        (_obj(), None, False),
+    ],
+    ids=[
+        "resource-version-only",
+        "extra-top-level-field",
+        "spec-changed",
+        "labels-dropped",
+        "no-metadata-either-side",
+        "metadata-on-one-side",
+        "non-object-metadata-equal",
+        "non-object-metadata-vs-object",
+        "bookkeeping-only-metadata-vs-empty",
+        "no-old-object",
+    ],
+)
+def test_no_op_means_equal_once_bookkeeping_metadata_is_ignored(
+    new: dict[str, Any], old: dict[str, Any] | None, no_op: bool
+) -> None:
+    assert decide.is_bookkeeping_update(new, old) is no_op
+    assert decide.is_bookkeeping_update(old, new) is no_op
+
+
 def test_status_subresource_is_never_gated() -> None:
     rule = {"apiGroups": ["apps"], "resources": ["*/*"], "operations": ["*"]}
     p = policy(match={"resources": [rule]})
