@@ -42,6 +42,7 @@ class Store:
         self._raw_specs: dict[str, Mapping[str, Any]] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
         self._synced: set[str] = set()
+        self._ready = False  # kinds are only ever added to _synced, so once True it stays
         self._snapshot: index.Snapshot | None = None
         self._stale = True
         self._lock = threading.Lock()
@@ -110,11 +111,12 @@ class Store:
     def mark_synced(self, kind: str) -> None:
         with self._lock:
             self._synced.add(kind)
+            self._ready = all(k in self._synced for k in KINDS)
 
     @property
     def ready(self) -> bool:
         """Every kind, Namespace included, has been listed at least once."""
-        return all(k in self._synced for k in KINDS)
+        return self._ready  # read on every admission request: a field, not a scan
 
     def raw_spec(self, name: str) -> Mapping[str, Any] | None:
         """The ChangeWindow spec as the API server stored it (what specHash is over)."""
