@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -248,6 +249,81 @@ def test_decision_log_record_has_every_field_named_by_the_spec() -> None:
         "dryRun": True,
         "latency_ms": 1.234,
     }
+
+
+def _log_request(**fields: Any) -> decide.Request:
+    base: dict[str, Any] = {
+        "uid": UID,
+        "user": "alice@example.com",
+        "groups": ("payments-ops",),
+        "operation": "UPDATE",
+        "api_group": "apps",
+        "api_version": "v1",
+        "resource": "deployments",
+        "subresource": "",
+        "kind": "Deployment",
+        "namespace": "payments",
+        "name": "web",
+        "dry_run": False,
+    }
+    base.update(fields)
+    return decide.Request(**base)
+
+
+@pytest.mark.parametrize(
+    ("request_", "decision", "latency_s"),
+    [
+        (_log_request(), DENIED, 0.0012345),
+        (_log_request(dry_run=True, subresource="scale", api_group=""), ADMITTED_BY_WINDOW, 0.0),
+        (_log_request(user='김 "quoted" \\ user\n', name="ünïcode\u2028"), WARNED, 12.5),
+        (_log_request(namespace="", name=""), _decision(), 1e-7),
+        (_log_request(), _decision(policy="p", window="w", ticket="T\t1"), 3.0),
+    ],
+    ids=["denied", "admitted-dry-run", "escaping-and-unicode", "cluster-scoped", "control-chars"],
+)
+def test_decision_log_line_is_its_record_as_compact_json(
+    request_: decide.Request, decision: decide.Decision, latency_s: float
+) -> None:
+    now = datetime.datetime(2026, 12, 1, 14, 0, 0, 123456, tzinfo=datetime.UTC)
+    fields = decisionlog.record(request=request_, decision=decision, now=now, latency_s=latency_s)
+    text = decisionlog.line(request=request_, decision=decision, now=now, latency_s=latency_s)
+    assert text == json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(text) == fields
+
+
+def test_decision_log_record_carries_what_logging_would_have_set() -> None:
+    captured: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record)
+
+    handler = Keep()
+    log = logging.getLogger("changegate.decisions")
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        now = datetime.datetime(2026, 12, 1, 14, 0, tzinfo=datetime.UTC)
+        decisionlog.emit(request=_log_request(), decision=DENIED, now=now, latency_s=0.001)
+        reference = log.makeRecord(log.name, logging.INFO, decisionlog.__file__, 0, "x", (), None)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+    [got] = captured
+    assert isinstance(got, logging.LogRecord)
+    assert got.getMessage() == decisionlog.line(
+        request=_log_request(), decision=DENIED, now=now, latency_s=0.001
+    )
+    varying = {"msg", "created", "msecs", "relativeCreated"}
+    set_by_formatters = {"message", "asctime"}  # pytest's own handler formats it too
+    assert set(vars(got)) - set_by_formatters == set(vars(reference))
+    assert {k: v for k, v in vars(got).items() if k not in varying | set_by_formatters} == {
+        k: v for k, v in vars(reference).items() if k not in varying
+    }
+    assert got.relativeCreated == pytest.approx(
+        (got.created - reference.created) * 1000 + reference.relativeCreated, abs=1.0
+    )
 
 
 def _sample(metrics: metrics_mod.Metrics, name: str, labels: dict[str, str]) -> float | None:
