@@ -236,10 +236,13 @@ def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetim
         return _decision(
             allowed=True, outcome="allow", reason=Reason.NOT_CONTROLLED, mode=None, request=request
         )
-    strictest = max((p.policy.spec.enforcement for p in policies), key=_STRICTNESS.__getitem__)
     if request.operation == "UPDATE" and is_bookkeeping_update(request.object, request.old_object):
         return _decision(
-            allowed=True, outcome="allow", reason=Reason.NO_OP, mode=strictest, request=request
+            allowed=True,
+            outcome="allow",
+            reason=Reason.NO_OP,
+            mode=_strictest(policies),
+            request=request,
         )
 
     if _builtin_exempt(request, snapshot):
@@ -248,7 +251,7 @@ def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetim
             allowed=True,
             outcome="allow",
             reason=Reason.EXEMPT,
-            mode=strictest,
+            mode=_strictest(policies),
             request=request,
             verdict=_Verdict(policy=policies[0], allow=True, reason=Reason.EXEMPT),
         )
@@ -259,6 +262,12 @@ def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetim
     if denying:
         return _deny(denying, ctx)
     return _allow(verdicts, ctx)
+
+
+def _strictest(policies: tuple[index.CompiledPolicy, ...]) -> crds.Enforcement:
+    """The strictest enforcement among the controlling policies (only allows that no policy
+    evaluated need it, so it is not worked out for the requests that are decided in full)."""
+    return max((p.policy.spec.enforcement for p in policies), key=_STRICTNESS.__getitem__)
 
 
 def _context(request: Request, *, snapshot: index.Snapshot, now: datetime.datetime) -> _Context:
@@ -307,7 +316,7 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
     """One policy's verdict, following the spec's step 2 in order."""
     req, now = ctx.request, ctx.now
     spec = p.policy.spec
-    if any(
+    if spec.exempt_subjects and any(
         matching.subject_matches(s, user=req.user, groups=req.groups) for s in spec.exempt_subjects
     ):
         return _Verdict(policy=p, allow=True, reason=Reason.EXEMPT)
