@@ -85,9 +85,12 @@ def _fallback_message(decision: decide.Decision) -> str:
 def sanitize_warning(text: str) -> str:
     """One printable line of at most ``MAX_WARNING_CHARS`` characters."""
     # Nearly every warning is printable already; only the rest pay the per-character pass.
+    # Printable text has no whitespace but " " (every other kind is a separator or control
+    # character, which isprintable() refuses), so without a double space there is no run
+    # of whitespace for the regex to collapse either.
     if not text.isprintable():
         text = "".join(c if c.isprintable() else " " for c in text)
-    line = _SPACES.sub(" ", text).strip()
+    line = (_SPACES.sub(" ", text) if "  " in text else text).strip()
     if len(line) > MAX_WARNING_CHARS:
         line = line[: MAX_WARNING_CHARS - 1].rstrip() + "…"
     return line

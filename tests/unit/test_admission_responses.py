@@ -204,6 +204,15 @@ def test_warnings_are_one_printable_line_of_bounded_length(raw: str, expected: s
     assert len(responses.sanitize_warning(raw)) <= responses.MAX_WARNING_CHARS
 
 
+_WHITESPACE = [chr(c) for c in range(0x3000 + 1) if chr(c).isspace()]
+
+
+@pytest.mark.parametrize("space", _WHITESPACE, ids=[f"U+{ord(c):04X}" for c in _WHITESPACE])
+def test_any_run_of_whitespace_in_a_warning_becomes_one_space(space: str) -> None:
+    for raw in (f"a{space}b", f"a {space}b", f"a{space}{space}b", f"{space}a b{space}"):
+        assert responses.sanitize_warning(raw) == "a b", repr(raw)
+
+
 def test_warnings_are_deduplicated_and_capped() -> None:
     repeated = ("warning 0", "warning 0", "", "   ", "warning\n1", "warning 1")
     assert responses.warnings_for(_decision(warnings=repeated)) == ["warning 0", "warning 1"]
