@@ -7,8 +7,6 @@ so a broken or hostile caller can never talk its way into ``allowed: true``.
 
 from __future__ import annotations
 
-from typing import Any, Final
-
 import pydantic
 import pydantic_core
 
@@ -39,61 +37,29 @@ class MalformedReview(ReviewError):
     http_status = 400
 
 
-#: The two fields that are most of a review's bytes: the object after and before the change.
-#: Their content is the API server's business (it has validated them); we only need each to be
-#: a JSON object or absent, and read a few keys from them.
-_OBJECT_FIELDS: Final = (("object", "object"), ("oldObject", "old_object"))
-_ABSENT: Final = object()
-
-
 def parse_review(body: bytes) -> review.AdmissionRequest:
     """Validate a raw AdmissionReview body and return its request, or raise ``MalformedReview``.
 
-    Fast path: parse the JSON once, hand ``object``/``oldObject`` over as the parsed dicts and
-    let pydantic validate only the envelope around them (request metadata, userInfo, kind and
-    resource). Letting pydantic validate the two objects too made it walk and copy every key of
-    a 3 KB Deployment twice per review -- most of the codec's cost. Whatever the fast path does
-    not accept goes through ``AdmissionReview.model_validate_json`` on the whole body, which
-    either accepts it (so no review is refused that the full model takes) or explains it.
+    Fast path: parse the JSON once (``pydantic_core.from_json``) and validate the resulting
+    dicts with the same model. In Python mode ``object``/``oldObject`` (``dict[str, Any]``)
+    are checked to be objects and copied one level deep, their contents passed through as
+    parsed; validating the body as JSON cost ~30 us for a 3.6 KB Deployment review against
+    ~24 us this way, most of it for the two objects nobody reads more than a few keys of.
+    On JSON-derived input the two modes accept the same reviews (a test holds them together);
+    whatever the fast path refuses is validated again as JSON, whose messages ("Input should
+    be an object") are the ones a caller reads.
     """
     if not body:
         raise MalformedReview("malformed AdmissionReview: the request body is empty")
-    fast = _parse_envelope(body)
-    if fast is not None:
-        return fast
+    try:
+        return review.AdmissionReview.model_validate(pydantic_core.from_json(body)).request
+    except (ValueError, pydantic.ValidationError):  # (ValidationError is a ValueError too)
+        pass
     try:
         parsed = review.AdmissionReview.model_validate_json(body)
     except pydantic.ValidationError as e:
         raise MalformedReview(explain(e)) from None
     return parsed.request
-
-
-def _parse_envelope(body: bytes) -> review.AdmissionRequest | None:
-    """The request of a well-formed review, or None to leave it to the full model."""
-    try:
-        doc = pydantic_core.from_json(body)
-    except ValueError:
-        return None
-    if type(doc) is not dict:
-        return None
-    request = doc.get("request")
-    if type(request) is not dict or "old_object" in request:
-        return None  # (a field by its Python name as well: the full model decides which wins)
-    objects: list[tuple[str, Any]] = []
-    for key, field in _OBJECT_FIELDS:
-        value = request.pop(key, _ABSENT)
-        if value is _ABSENT:
-            continue
-        if value is not None and type(value) is not dict:
-            return None  # not an object: the full model explains why
-        objects.append((field, value))
-    try:
-        admission_request = review.AdmissionReview.model_validate(doc).request
-    except pydantic.ValidationError:
-        return None
-    for field, value in objects:
-        setattr(admission_request, field, value)
-    return admission_request
 
 
 def explain(error: pydantic.ValidationError) -> str:
