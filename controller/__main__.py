@@ -23,22 +23,25 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; decision lines (already JSON) are passed through as fields."""
+    """One JSON object per line; decision lines (already JSON) get level and logger spliced in."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
+        if (
+            record.name == "changegate.decisions"
+            and message.startswith("{")
+            and message.endswith("}")
+            and not record.exc_info
+        ):
+            # The hot path: the admission server already wrote a complete JSON object with its
+            # own timestamp; add level and logger without parsing and re-encoding it.
+            return f'{message[:-1]},"level":"{record.levelname.lower()}","logger":"{record.name}"}}'
         line: dict[str, object] = {
             "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "msg": message,
         }
-        if record.name == "changegate.decisions" and message.startswith("{"):
-            try:
-                line.update(json.loads(message))
-            except ValueError:
-                line["msg"] = message
-        else:
-            line["msg"] = message
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 line.setdefault(key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from pathlib import Path
@@ -85,7 +86,47 @@ def test_log_lines_are_json_with_extra_fields() -> None:
 
 
 def test_decision_lines_are_merged_not_double_encoded() -> None:
-    decision = json.dumps({"decision": "deny", "reason": "NoWindow"})
+    decision = json.dumps({"ts": "2026-12-01T00:00:00Z", "decision": "deny", "reason": "NoWindow"})
     line = json.loads(entry.JsonFormatter().format(record("changegate.decisions", decision)))
-    assert (line["decision"], line["reason"]) == ("deny", "NoWindow")
+    assert (line["decision"], line["reason"], line["ts"]) == (
+        "deny",
+        "NoWindow",
+        "2026-12-01T00:00:00Z",
+    )
+    assert (line["level"], line["logger"]) == ("info", "changegate.decisions")
     assert "msg" not in line
+
+
+def test_a_real_decision_log_line_stays_one_json_object() -> None:
+    from controller.admission import decisionlog
+    from controller.policy import decide, index
+
+    now = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+    request = decide.Request(
+        uid="u-1",
+        user='eve "quoted" \u00e9',
+        groups=(),
+        operation="UPDATE",
+        api_group="apps",
+        api_version="v1",
+        resource="deployments",
+        subresource="",
+        kind="Deployment",
+        namespace="payments",
+        name="web",
+        dry_run=False,
+        object=None,
+        old_object=None,
+    )
+    snapshot = index.Snapshot.build(policies=[], identities=[], windows=[], namespaces={})
+    decision = decide.decide(request, snapshot=snapshot, now=now)
+    text = decisionlog.line(request=request, decision=decision, now=now, latency_s=0.001)
+    formatted = entry.JsonFormatter().format(record("changegate.decisions", text))
+    assert "\n" not in formatted
+    line = json.loads(formatted)
+    assert (line["uid"], line["user"], line["reason"], line["logger"]) == (
+        "u-1",
+        'eve "quoted" \u00e9',
+        "NotControlled",
+        "changegate.decisions",
+    )
