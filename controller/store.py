@@ -45,7 +45,11 @@ class Store:
         self._ready = False  # kinds are only ever added to _synced, so once True it stays
         self._snapshot: index.Snapshot | None = None
         self._stale = True
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dicts; held for O(1) work or a shallow copy
+        self._build_lock = threading.Lock()  # one build at a time
+        self.rebuild_in_background = False
+        """Set by the operator, which then rebuilds in a worker thread after every change
+        (``published()`` no longer builds on the caller's thread)."""
         self.errors: dict[tuple[str, str], list[tuple[str, str]]] = {}
         """Field errors of objects currently left out, by (kind, name)."""
 
@@ -122,22 +126,47 @@ class Store:
         """The ChangeWindow spec as the API server stored it (what specHash is over)."""
         return self._raw_specs.get(name)
 
+    def published(self) -> index.Snapshot:
+        """The snapshot for the request path: the last one built, without waiting.
+
+        With ``rebuild_in_background`` the request path never builds (nor waits on a build in
+        another thread) once a first snapshot exists; without it this is ``snapshot()``.
+        """
+        current = self._snapshot
+        if current is not None and (self.rebuild_in_background or not self._stale):
+            return current
+        return self.snapshot()
+
     def snapshot(self) -> index.Snapshot:
-        """The current immutable snapshot, rebuilt once after any number of changes."""
-        with self._lock:
-            if self._stale or self._snapshot is None:
-                self._snapshot = index.Snapshot.build(
-                    policies=self._policies.values(),
-                    identities=self._identities.values(),
-                    windows=self._windows.values(),
-                    namespaces=self._namespaces,
-                    raw_window_specs=self._raw_specs,
-                    builtin_exemptions=self._builtin_exemptions,
-                    self_subject=self._self_subject,
-                    previous=self._snapshot,
-                )
+        """The current immutable snapshot, rebuilt once after any number of changes.
+
+        The inputs are copied under the lock and the index is built outside it, so ``apply``
+        (on the operator's event loop) never waits for a build running in another thread; an
+        event that lands during a build marks the store stale again for the next one.
+        """
+        with self._build_lock:
+            with self._lock:
+                previous = self._snapshot
+                if previous is not None and not self._stale:
+                    return previous
+                policies = list(self._policies.values())
+                identities = list(self._identities.values())
+                windows = list(self._windows.values())
+                namespaces = dict(self._namespaces)
+                raw_specs = dict(self._raw_specs)
                 self._stale = False
-            return self._snapshot
+            built = index.Snapshot.build(
+                policies=policies,
+                identities=identities,
+                windows=windows,
+                namespaces=namespaces,
+                raw_window_specs=raw_specs,
+                builtin_exemptions=self._builtin_exemptions,
+                self_subject=self._self_subject,
+                previous=previous,
+            )
+            self._snapshot = built
+            return built
 
 
 def _validate_window(body: Mapping[str, Any]) -> crds.ChangeWindow:

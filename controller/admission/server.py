@@ -82,7 +82,7 @@ class _Routes:
         try:
             request = decide.request_from_review(admission_request)
             if self.store.ready:
-                decision = decide.decide(request, snapshot=self.store.snapshot(), now=now)
+                decision = decide.decide(request, snapshot=self.store.published(), now=now)
             else:
                 decision = responses.starting_decision()
             answer = responses.build_response(uid=request.uid, decision=decision)

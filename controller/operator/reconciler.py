@@ -110,7 +110,9 @@ class Reconciler:
 
     async def reconcile_once(self) -> datetime.datetime | None:
         """One pass; returns when the next pass is due by time alone."""
-        snapshot = self._store.snapshot()
+        # The snapshot the webhook decides from; the rebuild task pokes us when a newer one
+        # is published, so status never lags the index by more than one pass.
+        snapshot = self._store.published()
         s = self._settings
         desired = webhook.build_webhook_configuration(
             policies=snapshot.policies.values(),

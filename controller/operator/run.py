@@ -173,7 +173,10 @@ async def run(config: Config) -> None:
         on_phases=app[admission.METRICS].set_window_phases,
     )
 
+    rebuild = asyncio.Event()
+
     def on_change(kind: handlers.Kind, event: str, body: Any) -> None:
+        rebuild.set()
         if kind == "ChangeWindow":
             loop_.window_event(event, body)
         else:
@@ -210,6 +213,10 @@ async def run(config: Config) -> None:
         asyncio.create_task(poster.run(), name="changegate-events"),
         asyncio.create_task(elector.run(), name="changegate-lease"),
         asyncio.create_task(loop_.run(), name="changegate-reconciler"),
+        asyncio.create_task(
+            handlers.keep_snapshot_fresh(store, rebuild, on_rebuilt=loop_.poke),
+            name="changegate-snapshot",
+        ),
         asyncio.create_task(
             handlers.forget_vanished(watches, list_names=list_names, exists=exists),
             name="changegate-resync",

@@ -263,3 +263,42 @@ def test_window_covers_a_name_if_any_target_covering_the_request_does(
             )
         }
         assert found == covered
+
+
+def test_published_snapshot_is_built_on_demand_without_a_background_builder() -> None:
+    s = store.Store()
+    s.apply("ChangePolicy", "upsert", POLICY)
+    assert set(s.published().policies) == {"p"}
+    s.apply("ChangeWindow", "upsert", window_body())
+    assert set(s.published().windows) == {"w1"}  # no builder: the reader builds
+
+
+def test_with_a_background_builder_the_request_path_reads_the_last_published_snapshot() -> None:
+    s = store.Store()
+    s.apply("ChangePolicy", "upsert", POLICY)
+    first = s.snapshot()
+    s.rebuild_in_background = True
+    s.apply("ChangeWindow", "upsert", window_body())
+    # The request path does not build: it answers from the last published snapshot ...
+    assert s.published() is first and set(first.windows) == set()
+    # ... until the builder (the operator's worker thread) publishes the next one.
+    built = s.snapshot()
+    assert s.published() is built and set(built.windows) == {"w1"}
+
+
+def test_an_event_during_a_build_marks_the_store_stale_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = store.Store()
+    s.apply("ChangePolicy", "upsert", POLICY)
+    real_build = store.index.Snapshot.build
+
+    def build_while_an_event_lands(**kw: Any) -> Any:
+        monkeypatch.setattr(store.index.Snapshot, "build", real_build)
+        s.apply("ChangeWindow", "upsert", window_body())  # arrives mid-build
+        return real_build(**kw)
+
+    monkeypatch.setattr(store.index.Snapshot, "build", build_while_an_event_lands)
+    mid = s.snapshot()
+    assert set(mid.windows) == set()  # built from the inputs copied before the event
+    assert set(s.snapshot().windows) == {"w1"}  # the event is not lost
