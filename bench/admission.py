@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import logging
 import os
 import random
 import signal
@@ -43,6 +42,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from controller import __main__ as entrypoint
 from controller import store as stores
 from controller.admission import server, tls
 
@@ -176,11 +176,13 @@ async def _run_forever(srv: server.Server, port_file: Path) -> None:
 
 
 async def serve_changegate(*, certs: Path, port_file: Path, windows: int) -> None:
-    # Decision log lines are formatted and written, as in production, to /dev/null.
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
-    logging.getLogger("changegate.decisions").addHandler(handler)
-    logging.getLogger("changegate.decisions").setLevel(logging.INFO)
-    logging.getLogger("changegate.decisions").propagate = False
+    # Decision log lines are formatted and written as in production (``changegate run``'s
+    # logging setup, JSON lines on its stderr), but to /dev/null.
+    real_stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115
+    try:
+        entrypoint.configure_logging("INFO")
+    finally:
+        sys.stderr = real_stderr
 
     started = time.perf_counter()
     decide_bench = _decide_bench()
