@@ -14,6 +14,7 @@ window's own zone, else UTC) with the zone's abbreviation and a relative "(in 13
 from __future__ import annotations
 
 import datetime
+import functools
 import zoneinfo
 from collections.abc import Sequence
 
@@ -41,12 +42,24 @@ def _zone(name: str) -> datetime.tzinfo:
 
 def when(t: datetime.datetime, *, zone: str | None, now: datetime.datetime) -> str:
     """``Tue 2026-12-01 22:00 KST (in 13h 2m)`` — absolute for the log, relative for humans."""
-    local = t.astimezone(_zone(zone)) if zone else t  # no zone: keep t's own offset
-    stamp = local.strftime("%a %Y-%m-%d %H:%M %Z")
+    # no zone: keep t's own offset (not cached: equal instants with different offsets are
+    # equal keys but print differently)
+    stamp = _stamp_in(t, zone) if zone else t.strftime(_STAMP)
     delta = t - now
     if delta >= datetime.timedelta(0):
         return f"{stamp} (in {relative(delta)})"
     return f"{stamp} ({relative(-delta)} ago)"
+
+
+_STAMP = "%a %Y-%m-%d %H:%M %Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _stamp_in(t: datetime.datetime, zone: str) -> str:
+    """``t`` as wall-clock time in ``zone``: the same for every request that names the instant
+    (a window's next start, a blackout's end), so worked out once per (instant, zone); only
+    the relative part depends on the request's ``now``."""
+    return t.astimezone(_zone(zone)).strftime(_STAMP)
 
 
 def resource_label(*, api_group: str, resource: str, subresource: str) -> str:
