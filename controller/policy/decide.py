@@ -27,12 +27,11 @@ whose message names the error — failing closed, as the spec's failure posture 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from controller.model import crds, review
 from controller.policy import approvals, explain, index, matching, schedules, validation
@@ -48,42 +47,6 @@ data that steers the next ``kubectl apply`` (it decides which fields that apply 
 changing it changes behaviour. A GitOps re-apply of an unchanged manifest leaves it unchanged
 anyway, so the re-apply is still a no-op.
 """
-
-_T = TypeVar("_T")
-
-
-def _direct_init(cls: type[_T]) -> type[_T]:
-    """Give a frozen slots dataclass an ``__init__`` that fills its slots directly.
-
-    A frozen dataclass's generated ``__init__`` must go around its own refusing
-    ``__setattr__``, through ``object.__setattr__`` with the field's name, per field; the
-    values built on every admission request (``Request``, ``Decision``, ``_Verdict``) spend
-    ~2 us each there. Calling each slot's descriptor instead does the same store in about
-    half the time. Everything else is the dataclass's own: same signature and defaults
-    (positional or keyword), still frozen, same ``__eq__``/``__hash__``/``__repr__``,
-    ``dataclasses.replace`` and ``fields`` work as before.
-    """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {}
-    params: list[str] = []
-    for f in fields:
-        if f.default_factory is not dataclasses.MISSING or not f.init:
-            raise TypeError(f"{cls.__name__}.{f.name}: only plain fields are supported")
-        namespace[f"_set_{f.name}"] = vars(cls)[f.name].__set__
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-    body = "".join(f"\n    _set_{f.name}(self, {f.name})" for f in fields)
-    exec(f"def __init__(self, {', '.join(params)}):{body}", namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    init.__annotations__ = dict(cls.__init__.__annotations__)
-    cls.__init__ = init  # type: ignore[method-assign]
-    return cls
-
 
 _STRICTNESS = {crds.Enforcement.ENFORCE: 2, crds.Enforcement.WARN: 1, crds.Enforcement.AUDIT: 0}
 
@@ -119,7 +82,6 @@ _PROGRESS = {
 }
 
 
-@_direct_init
 @dataclass(frozen=True, slots=True)
 class Request:
     """What a decision needs from an AdmissionRequest, flattened and immutable."""
@@ -159,7 +121,6 @@ def request_from_review(r: review.AdmissionRequest) -> Request:
     )
 
 
-@_direct_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool  # what the webhook answers
@@ -224,7 +185,6 @@ def _comparable_metadata(meta: Any) -> Any:
 # -- internals ------------------------------------------------------------------------------
 
 
-@_direct_init
 @dataclass(frozen=True, slots=True)
 class _Verdict:
     """One policy's conclusion about the request."""
