@@ -4,10 +4,9 @@ Our own small aiohttp app instead of kopf's admission server, because kopf's ans
 paths with ``allowed: true``, keeps aiohttp's 1 MiB body limit and makes self-signed
 certificates through oscrypto (broken on OpenSSL 3).
 
-The request path is: read body -> ``codec.parse_request`` (``codec.parse_review`` +
-``decide.request_from_review``, without the models for plain reviews) -> ``decide.decide``
-against the store's current snapshot -> ``responses.build_response``. It runs on the event
-loop thread: a decision is ~100 µs of pure computation on an immutable snapshot,
+The request path is: read body -> ``codec.parse_review`` -> ``decide.request_from_review`` ->
+``decide.decide`` against the store's current snapshot -> ``responses.build_response``. It runs
+on the event loop thread: a decision is ~100 µs of pure computation on an immutable snapshot,
 cheaper than a hop to a thread pool, and it never calls the Kubernetes API -- everything a
 decision needs is already in the index the operator keeps.
 
@@ -74,13 +73,14 @@ class _Routes:
             self.metrics.observe_bad_review(code=413)
             raise
         try:
-            request = codec.parse_request(body)
+            admission_request = codec.parse_review(body)
         except codec.ReviewError as e:
             self.metrics.observe_bad_review(code=e.http_status)
             return web.Response(status=e.http_status, text=e.message + "\n")
 
         now = self.clock()
         try:
+            request = decide.request_from_review(admission_request)
             if self.store.ready:
                 decision = decide.decide(request, snapshot=self.store.published(), now=now)
             else:
@@ -89,7 +89,7 @@ class _Routes:
         except Exception:
             # decide() promises never to raise; if it does anyway, answer with an HTTP error so
             # the API server applies failurePolicy (deny) instead of us guessing an answer.
-            logger.exception("could not decide review %s", request.uid)
+            logger.exception("could not decide review %s", admission_request.uid)
             self.metrics.observe_bad_review(code=500)
             return web.Response(
                 status=500, text="changegate could not decide this request; see its log\n"

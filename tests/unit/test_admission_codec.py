@@ -6,12 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from controller.admission import codec
 from controller.model import review as review_model
-from controller.policy import decide
 
 
 def _review(**request_overrides: Any) -> dict[str, Any]:
@@ -144,90 +141,3 @@ def test_object_that_is_not_a_json_object_is_a_400_naming_the_field(field: str, 
     with pytest.raises(codec.MalformedReview) as caught:
         codec.parse_review(json.dumps(_review(**{field: value})).encode())
     assert f"request.{field}: Input should be" in caught.value.message
-
-
-# -- parse_request: the decision's Request straight from a plain review ---------------------
-
-_JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "x", "true", "UPDATE"]),
-    lambda inner: (
-        st.lists(inner, max_size=2)
-        | st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)
-    ),
-    max_leaves=4,
-)
-_PATHS = [
-    ("apiVersion",), ("kind",), ("api_version",), ("request",),
-    *(("request", k) for k in (
-        "uid", "kind", "resource", "subResource", "requestKind", "requestResource",
-        "requestSubResource", "name", "namespace", "operation", "userInfo", "object",
-        "oldObject", "dryRun", "options", "old_object", "dry_run", "user_info", "sub_resource",
-    )),
-    *(("request", "kind", k) for k in ("group", "version", "kind")),
-    *(("request", "resource", k) for k in ("group", "version", "resource")),
-    *(("request", "requestKind", k) for k in ("group", "version", "kind")),
-    *(("request", "userInfo", k) for k in ("username", "uid", "groups", "extra")),
-]  # fmt: skip
-_DELETE = object()
-
-
-def _full_review() -> dict[str, Any]:
-    review = _review(
-        subResource="",
-        requestKind={"group": "apps", "version": "v1", "kind": "Deployment"},
-        requestResource={"group": "apps", "version": "v1", "resource": "deployments"},
-        requestSubResource=None,
-        options={"kind": "UpdateOptions"},
-    )
-    review["request"]["userInfo"].update(uid="u-1", extra={"scopes": ["a", "b"]})
-    return review
-
-
-def _mutated(review: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    review = json.loads(json.dumps(review))
-    parent: Any = review
-    for key in path[:-1]:
-        if not isinstance(parent, dict) or not isinstance(parent.get(key), dict):
-            return review
-        parent = parent[key]
-    if value is _DELETE:
-        parent.pop(path[-1], None)
-    else:
-        parent[path[-1]] = value
-    return review
-
-
-def _outcome(parse: Any, body: bytes) -> Any:
-    try:
-        return parse(body)
-    except codec.MalformedReview as e:
-        return e.message
-
-
-@given(
-    mutations=st.lists(
-        st.tuples(st.sampled_from(_PATHS), _JSON_VALUES | st.just(_DELETE)), max_size=3
-    )
-)
-@settings(max_examples=400, deadline=None)
-def test_parse_request_is_parse_review_then_request_from_review(
-    mutations: list[tuple[tuple[str, ...], Any]],
-) -> None:
-    review = _full_review()
-    for path, value in mutations:
-        review = _mutated(review, path, value)
-    body = json.dumps(review).encode()
-    expected = _outcome(lambda b: decide.request_from_review(codec.parse_review(b)), body)
-    assert _outcome(codec.parse_request, body) == expected
-
-
-@pytest.mark.parametrize(
-    "review",
-    [_review(), _full_review(), _without(_without(_review(), "object"), "oldObject")],
-    ids=["typical", "every-field", "no-objects"],
-)
-def test_plain_reviews_skip_the_models(review: dict[str, Any]) -> None:
-    expected = decide.request_from_review(
-        review_model.AdmissionReview.model_validate(review).request
-    )
-    assert codec._plain_request(review) == expected
