@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller.admission import decisionlog
 from controller.operator import run as runner
 
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is logged too.
@@ -36,7 +35,7 @@ class JsonFormatter(logging.Formatter):
         ):
             # The hot path: the admission server already wrote a complete JSON object with its
             # own timestamp; add level and logger without parsing and re-encoding it.
-            return _splice(message, level=record.levelname.lower(), name=record.name)
+            return f'{message[:-1]},"level":"{record.levelname.lower()}","logger":"{record.name}"}}'
         line: dict[str, object] = {
             "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
             "level": record.levelname.lower(),
@@ -49,19 +48,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
-
-
-def _splice(message: str, *, level: str, name: str) -> str:
-    return f'{message[:-1]},"level":"{level}","logger":"{name}"}}'
-
-
-def _finish_decision_line(text: str) -> str:
-    """What ``JsonFormatter`` makes of a decision record (INFO) whose message is ``text``."""
-    if text.startswith("{") and text.endswith("}"):
-        return _splice(text, level="info", name=decisionlog.logger.name)
-    return JsonFormatter().format(
-        logging.LogRecord(decisionlog.logger.name, logging.INFO, "", 0, text, None, None)
-    )
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -160,10 +146,6 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    # Decision lines (one per admission request) skip logging's record dispatch while this
-    # handler is the only one they reach; same line, same stream, the logger's level still
-    # applies (see decisionlog.write_directly).
-    decisionlog.write_directly(handler, finish=_finish_decision_line)
     root.setLevel(level.upper())
     # kopf and the kubernetes client are chatty at INFO about every watch reconnect.
     for noisy in ("kopf", "kubernetes", "urllib3", "aiohttp.access"):

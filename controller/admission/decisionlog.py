@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from controller.policy import decide
@@ -108,8 +107,6 @@ def emit(
     if not logger.isEnabledFor(logging.INFO):
         return
     text = line(request=request, decision=decision, now=now, latency_s=latency_s)
-    if _direct is not None and _write_direct(text, *_direct):
-        return
     if _SLOW_RECORDS or logging.getLogRecordFactory() is not logging.LogRecord:
         # makeRecord + handle is logger.info without findCaller's stack walk, which costs as
         # much as the rest of the line; the source location of this one call site tells nobody
@@ -117,78 +114,6 @@ def emit(
         logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None))
         return
     logger.handle(_DecisionRecord(text))
-
-
-#: Set by ``write_directly``: the one handler decision lines may skip logging's dispatch for,
-#: and how that handler's formatter finishes a decision line.
-_direct: (
-    tuple[logging.StreamHandler[Any], logging.Formatter | None, Callable[[str], str]] | None
-) = None
-
-
-def write_directly(
-    handler: logging.StreamHandler[Any] | None, *, finish: Callable[[str], str] = str
-) -> None:
-    """Let ``emit`` write decision lines straight to ``handler``'s stream (None: stop).
-
-    For ``changegate run``'s own logging setup, where a decision line goes to one stream
-    handler: making a LogRecord and passing it through ``Logger.handle``, the handler's lock,
-    filters and formatter cost about as much as formatting the line. ``finish(text)`` must be
-    what the handler's formatter makes of a decision record whose message is ``text``.
-
-    The shortcut is only taken while that handler is the only one a decision record would
-    reach (no other handler on ``changegate.decisions`` or its ancestors, no logger or handler
-    filters, the handler's level admits INFO, its formatter is the one it had when this was
-    called); the logger's level is checked as before. Any
-    other setup -- a test's capturing handler, a second handler on the root logger -- gets the
-    record through logging, so what each handler receives is unchanged.
-    """
-    global _direct
-    _direct = None if handler is None else (handler, handler.formatter, finish)
-
-
-def _write_direct(
-    text: str,
-    handler: logging.StreamHandler[Any],
-    formatter: logging.Formatter | None,
-    finish: Callable[[str], str],
-) -> bool:
-    """Write ``text`` through ``handler`` as its ``emit`` would; False if the record must go
-    through logging instead (another handler or a filter in the way). A failed write is
-    reported by ``handler.handleError`` as ``StreamHandler.emit`` does."""
-    if (
-        logger.disabled
-        or handler.filters
-        or handler.level > logging.INFO
-        or handler.formatter is not formatter
-    ):
-        return False
-    found: logging.Handler | None = None
-    current: logging.Logger | None = logger
-    while current is not None:
-        if current.filters:
-            return False
-        for h in current.handlers:
-            if found is not None:
-                return False
-            found = h
-        if not current.propagate:
-            break
-        current = current.parent
-    if found is not handler:
-        return False
-    out = finish(text) + handler.terminator
-    handler.acquire()
-    try:
-        handler.stream.write(out)
-        handler.flush()
-    except Exception:  # as StreamHandler.emit: report it, never fail the admission request
-        handler.handleError(
-            logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None)
-        )
-    finally:
-        handler.release()
-    return True
 
 
 class _DecisionRecord(logging.LogRecord):

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import logging
-import logging.handlers
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from controller import __main__ as entry
-from controller.policy import decide
 
 
 def config(argv: list[str]) -> entry.runner.Config:
@@ -134,94 +130,3 @@ def test_a_real_decision_log_line_stays_one_json_object() -> None:
         "NotControlled",
         "changegate.decisions",
     )
-
-
-def _decision_request(uid: str) -> tuple[decide.Request, decide.Decision]:
-    from controller.policy import index
-
-    request = decide.Request(
-        uid=uid,
-        user="eve \u00e9",
-        groups=(),
-        operation="UPDATE",
-        api_group="apps",
-        api_version="v1",
-        resource="deployments",
-        subresource="",
-        kind="Deployment",
-        namespace="payments",
-        name="web",
-        dry_run=False,
-    )
-    snapshot = index.Snapshot.build(policies=[], identities=[], windows=[], namespaces={})
-    now = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
-    return request, decide.decide(request, snapshot=snapshot, now=now)
-
-
-@pytest.fixture
-def production_logging(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[io.StringIO, logging.Handler]]:
-    """``changegate run``'s logging setup writing to a buffer; the previous setup restored."""
-    from controller.admission import decisionlog
-
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    stderr = io.StringIO()
-    monkeypatch.setattr("sys.stderr", stderr)
-    entry.configure_logging("INFO")
-    handler = root.handlers[0]
-    yield stderr, handler
-    decisionlog.write_directly(None)
-    root.handlers[:], root.level = saved
-    for noisy in ("kopf", "kubernetes", "urllib3", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.NOTSET)
-
-
-@pytest.mark.parametrize(
-    ("setup", "lines_expected", "through_logging"),
-    [
-        ("the run handler alone: written directly", 1, False),
-        ("a second handler on the root logger: through logging", 1, True),
-        ("a filter on the decision logger: through logging", 1, True),
-        ("log level WARNING: no decision lines", 0, False),
-    ],
-)
-def test_decision_lines_in_production_are_what_the_json_formatter_writes(
-    production_logging: tuple[io.StringIO, logging.Handler],
-    monkeypatch: pytest.MonkeyPatch,
-    setup: str,
-    lines_expected: int,
-    through_logging: bool,
-) -> None:
-    from controller.admission import decisionlog
-
-    stderr, handler = production_logging
-    handled: list[logging.LogRecord] = []
-    real_handle = decisionlog.logger.handle
-
-    def handle(rec: logging.LogRecord) -> None:
-        handled.append(rec)
-        real_handle(rec)
-
-    monkeypatch.setattr(decisionlog.logger, "handle", handle)
-    logging.getLogger().handlers[:] = [handler]  # without pytest's capturing handlers
-    other = logging.handlers.BufferingHandler(100)
-    if setup.startswith("a second handler"):
-        logging.getLogger().addHandler(other)
-    if setup.startswith("a filter"):
-        monkeypatch.setattr(decisionlog.logger, "filters", [lambda rec: True])
-    if setup.startswith("log level WARNING"):
-        logging.getLogger().setLevel(logging.WARNING)
-
-    request, decision = _decision_request("u-7")
-    now = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
-    decisionlog.emit(request=request, decision=decision, now=now, latency_s=0.002)
-    logging.getLogger().removeHandler(other)
-
-    text = decisionlog.line(request=request, decision=decision, now=now, latency_s=0.002)
-    expected = handler.format(record("changegate.decisions", text)) + "\n"
-    assert stderr.getvalue() == expected * lines_expected
-    assert bool(handled) == through_logging
-    if setup.startswith("a second handler"):
-        assert [r.getMessage() for r in other.buffer] == [text]
