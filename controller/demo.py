@@ -426,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.signal(signal.SIGINT, lambda *_: stop.set())
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 stop.wait()
+                print("\nStopping changegate, then the control plane ...", flush=True)
             else:
                 print("Stopping (run `make demo` from a terminal to keep it running).")
     finally:

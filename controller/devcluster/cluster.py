@@ -135,6 +135,9 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Own process group: a Ctrl-C meant for the demo or pytest must not reach etcd
+            # first; stop() shuts things down in order (changegate, API server, etcd).
+            start_new_session=True,
             env=env,
         )
         log.close()

@@ -85,6 +85,7 @@ class Changegate:
                 cwd=assets.repo_root(),
                 env=env,
                 preexec_fn=cluster._die_with_parent,
+                start_new_session=True,  # stopped in order by stop(), not by a terminal Ctrl-C
             )
         self.wait_ready(timeout=timeout)
 
