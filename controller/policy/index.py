@@ -197,7 +197,8 @@ class CompiledPolicy:
         )
 
     def covers_namespace(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """``matching.policy_namespace_covers`` with sets (a test pins that they agree)."""
+        """Namespaces and selector are a union, minus ``excludeNamespaces``; neither means
+        every namespace; "" (cluster-scoped) only then (see ``matching``)."""
         if not namespace:
             return not self.scoped
         if namespace in self.exclude:
@@ -730,14 +731,14 @@ class Snapshot:
         result = tuple(
             p
             for p in sorted(self.compiled_policies.values(), key=lambda p: p.name)
-            if any(self._policy_controls_target(p.policy, t) for t in window.spec.targets)
+            if any(self._policy_controls_target(p, t) for t in window.spec.targets)
         )
         if cacheable:
             self._policies_for_window[name] = result
         return result
 
-    def _policy_controls_target(self, policy: crds.ChangePolicy, target: crds.WindowTarget) -> bool:
-        match = policy.spec.match
+    def _policy_controls_target(self, p: CompiledPolicy, target: crds.WindowTarget) -> bool:
+        match = p.policy.spec.match
         if not any(matching.rules_overlap(a, b) for a in match.resources for b in target.resources):
             return False
         if not match.namespaces and match.namespace_selector is None:
@@ -749,10 +750,7 @@ class Snapshot:
                 for ns, labels in self.namespaces.items()
                 if matching.selector_matches(target.namespace_selector, labels)
             )
-        return any(
-            matching.policy_namespace_covers(match, namespace=ns, labels=self.namespace_labels(ns))
-            for ns in namespaces
-        )
+        return any(p.covers_namespace(ns, self.namespace_labels(ns)) for ns in namespaces)
 
 
 def _rule_keys(rules: Iterable[crds.ResourceRule]) -> list[_Key2]:

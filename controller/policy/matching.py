@@ -53,39 +53,6 @@ def group_patterns(api_group: str) -> tuple[str, ...]:
     return (api_group, "*")
 
 
-def rule_covers(
-    rule: crds.ResourceRule,
-    *,
-    api_group: str,
-    resource: str,
-    subresource: str,
-    operation: str,
-) -> bool:
-    """Whether one RBAC-style rule covers (group, resource/subresource, operation)."""
-    if api_group not in rule.api_groups and "*" not in rule.api_groups:
-        return False
-    if not any(op == operation or op == crds.Operation.ALL for op in rule.operations):
-        return False
-    patterns = resource_patterns(resource, subresource)
-    return any(r in patterns for r in rule.resources)
-
-
-def rules_cover(
-    rules: Iterable[crds.ResourceRule],
-    *,
-    api_group: str,
-    resource: str,
-    subresource: str,
-    operation: str,
-) -> bool:
-    return any(
-        rule_covers(
-            r, api_group=api_group, resource=resource, subresource=subresource, operation=operation
-        )
-        for r in rules
-    )
-
-
 def selector_matches(selector: crds.LabelSelector, labels: Mapping[str, str]) -> bool:
     """Kubernetes label selector semantics: every term must hold; empty selects everything."""
     for key, value in selector.match_labels.items():
@@ -111,57 +78,6 @@ def selector_is_empty(selector: crds.LabelSelector | None) -> bool:
     return selector is not None and not selector.match_labels and not selector.match_expressions
 
 
-def policy_namespace_covers(
-    match: crds.PolicyMatch, *, namespace: str, labels: Mapping[str, str]
-) -> bool:
-    """Whether a policy's namespace scope covers ``namespace`` ("" = cluster-scoped)."""
-    scoped = bool(match.namespaces) or match.namespace_selector is not None
-    if not namespace:
-        return not scoped
-    if namespace in match.exclude_namespaces:
-        return False
-    if not scoped:
-        return True
-    if namespace in match.namespaces:
-        return True
-    return match.namespace_selector is not None and selector_matches(
-        match.namespace_selector, labels
-    )
-
-
-def policy_covers(
-    policy: crds.ChangePolicy,
-    *,
-    api_group: str,
-    resource: str,
-    subresource: str,
-    operation: str,
-    namespace: str,
-    labels: Mapping[str, str],
-) -> bool:
-    """Whether ``policy.spec.match`` covers a request (the spec's "controlling policy")."""
-    match = policy.spec.match
-    return rules_cover(
-        match.resources,
-        api_group=api_group,
-        resource=resource,
-        subresource=subresource,
-        operation=operation,
-    ) and policy_namespace_covers(match, namespace=namespace, labels=labels)
-
-
-def target_namespace_covers(
-    target: crds.WindowTarget, *, namespace: str, labels: Mapping[str, str]
-) -> bool:
-    if not namespace:
-        return selector_is_empty(target.namespace_selector)
-    if namespace in target.namespaces:
-        return True
-    return target.namespace_selector is not None and selector_matches(
-        target.namespace_selector, labels
-    )
-
-
 def request_object_name(*, name: str, obj: Mapping[str, Any] | None) -> str:
     """The object's name; on CREATE the API server may only have it in the object's metadata.
 
@@ -177,29 +93,6 @@ def request_object_name(*, name: str, obj: Mapping[str, Any] | None) -> str:
             if isinstance(value, str):
                 return value
     return ""
-
-
-def target_covers(
-    target: crds.WindowTarget,
-    *,
-    api_group: str,
-    resource: str,
-    subresource: str,
-    operation: str,
-    namespace: str,
-    name: str,
-    labels: Mapping[str, str],
-) -> bool:
-    """Whether one window target covers a request (``name`` already resolved for CREATE)."""
-    if target.names and name not in target.names:
-        return False
-    return rules_cover(
-        target.resources,
-        api_group=api_group,
-        resource=resource,
-        subresource=subresource,
-        operation=operation,
-    ) and target_namespace_covers(target, namespace=namespace, labels=labels)
 
 
 def subject_matches(subject: crds.Subject, *, user: str, groups: Iterable[str]) -> bool:
@@ -250,11 +143,14 @@ def _resources_overlap(x: str, y: str) -> bool:
     return same_resource and same_sub
 
 
-# -- compiled forms: the same semantics with sets, for the request path ------------------------
+# -- rules and targets, compiled to sets once per snapshot --------------------------------------
 
 
 class CompiledRule:
-    """A ResourceRule as sets, so covering a request is a few hash lookups."""
+    """A ResourceRule as sets, so covering a request is a few hash lookups.
+
+    ``patterns`` is ``resource_patterns(resource, subresource)`` of the request.
+    """
 
     __slots__ = ("all_groups", "all_ops", "groups", "ops", "resources")
 
@@ -275,7 +171,7 @@ class CompiledRule:
 
 
 class CompiledTarget:
-    """A WindowTarget as sets; ``covers`` agrees with ``target_covers``."""
+    """A WindowTarget as sets: what a target covers (``name`` already resolved for CREATE)."""
 
     __slots__ = ("everywhere", "names", "namespaces", "rules", "selector")
 

@@ -180,11 +180,9 @@ def _assert_index_agrees_with_full_scan(snap: Any) -> None:
             n
             for n, w in snap.windows.items()
             if any(
-                matching.target_covers(
-                    t,
+                matching.CompiledTarget(t).covers(
                     api_group=g,
-                    resource=r,
-                    subresource=sub,
+                    patterns=matching.resource_patterns(r, sub),
                     operation=op,
                     namespace=ns,
                     name=name,
