@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import kubernetes.client
@@ -319,11 +319,6 @@ class ControlPlane:
         return subprocess.run(
             cmd, input=input, capture_output=True, text=True, check=check, timeout=timeout
         )
-
-    @contextlib.contextmanager
-    def env(self) -> Iterator[dict[str, str]]:
-        """Environment variables that point kubectl and clients at this control plane."""
-        yield {"KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
 
 
 def api_client(

@@ -90,6 +90,19 @@ RBAC = [
 ]
 
 
+# What the test policy controls and the test windows cover: the same rules, so a window
+# covers everything the policy gates.
+CONTROLLED: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE", "UPDATE", "DELETE"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "operations": ["CREATE", "UPDATE", "DELETE"],
+    },
+    {"apiGroups": [""], "resources": ["pods/exec"], "operations": ["CONNECT"]},
+]
+
+
 def eventually(check: Callable[[], T], *, timeout: float = 20.0, what: str = "") -> T:
     """Retry ``check`` until it returns without AssertionError (watches take a moment)."""
     deadline = time.monotonic() + timeout
@@ -155,19 +168,7 @@ class World:
             "metadata": {"name": self.policy},
             "spec": {
                 "match": {
-                    "resources": [
-                        {
-                            "apiGroups": [""],
-                            "resources": ["configmaps"],
-                            "operations": ["CREATE", "UPDATE", "DELETE"],
-                        },
-                        {
-                            "apiGroups": ["apps"],
-                            "resources": ["deployments"],
-                            "operations": ["CREATE", "UPDATE", "DELETE"],
-                        },
-                        {"apiGroups": [""], "resources": ["pods/exec"], "operations": ["CONNECT"]},
-                    ],
+                    "resources": CONTROLLED,
                     "namespaces": [self.ns],
                 },
                 "enforcement": enforcement,
@@ -211,19 +212,7 @@ class World:
             "targets": [
                 {
                     "namespaces": [self.ns],
-                    "resources": [
-                        {
-                            "apiGroups": [""],
-                            "resources": ["configmaps"],
-                            "operations": ["CREATE", "UPDATE", "DELETE"],
-                        },
-                        {
-                            "apiGroups": ["apps"],
-                            "resources": ["deployments"],
-                            "operations": ["CREATE", "UPDATE", "DELETE"],
-                        },
-                        {"apiGroups": [""], "resources": ["pods/exec"], "operations": ["CONNECT"]},
-                    ],
+                    "resources": CONTROLLED,
                 }
             ],
             "schedule": {"start": iso(span[0]), "end": iso(span[1])},
