@@ -611,11 +611,7 @@ def cmd_approve(c: Ctx) -> int:
         .isoformat()
         .replace("+00:00", "Z"),
     }
-    patch = verbs.approval_patch(
-        current=spec.get("approvals"),
-        resource_version=str(raw["metadata"].get("resourceVersion", "")),
-        entry=entry,
-    )
+    patch = verbs.approval_patch(spec=spec, entry=entry)
     try:
         c.kube.request(
             "PATCH",

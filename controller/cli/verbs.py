@@ -377,21 +377,17 @@ def _name_prefix(ticket: str) -> str:
     return f"{slug}-"
 
 
-def approval_patch(
-    *, current: Sequence[Mapping[str, Any]] | None, resource_version: str, entry: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """A JSON patch that appends ``entry`` only if nobody changed the window in between.
+def approval_patch(*, spec: Mapping[str, Any], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A JSON patch that appends ``entry`` only if the spec is still the one the approver saw.
 
-    ``test`` operations on the resourceVersion and on the approvals list as we read it make
-    the API server refuse the patch (HTTP 422/409) instead of appending to an approval list
-    or a spec that the approver has not seen.
+    The ``test`` is on the whole spec (approvals included), not on the resourceVersion: the
+    approver reviewed the spec, and the controller writing the window's status (it does at
+    every schedule boundary) or someone labelling it must not turn an approval into a
+    conflict. Any spec edit in between makes the API server refuse the patch (HTTP 422).
     """
-    ops: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
-    ]
-    if current is None:
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/spec", "value": dict(spec)}]
+    if spec.get("approvals") is None:
         ops.append({"op": "add", "path": "/spec/approvals", "value": [dict(entry)]})
     else:
-        ops.append({"op": "test", "path": "/spec/approvals", "value": [dict(a) for a in current]})
         ops.append({"op": "add", "path": "/spec/approvals/-", "value": dict(entry)})
     return ops

@@ -431,11 +431,7 @@ def test_approval_patch_fails_safely_when_the_window_changed_since_it_was_read(
         check=True,
     )
     entry = {"approver": "bob@example.com", "specHash": approvals.spec_hash(seen["spec"])}
-    patch = verbs.approval_patch(
-        current=seen["spec"].get("approvals"),
-        resource_version=seen["metadata"]["resourceVersion"],
-        entry=entry,
-    )
+    patch = verbs.approval_patch(spec=seen["spec"], entry=entry)
     with pytest.raises(kube.Conflict):
         k.request(
             "PATCH",
@@ -447,6 +443,37 @@ def test_approval_patch_fails_safely_when_the_window_changed_since_it_was_read(
         world.kubectl("get", "changewindow", "cli-chg-race", "-o", "json", check=True).stdout
     )
     assert not stored["spec"].get("approvals")  # nothing was appended to the edited spec
+
+
+def test_a_status_write_while_the_approver_reviews_does_not_block_the_approval(
+    world: cluster.ControlPlane, alice: Path, bob: Path
+) -> None:
+    # The controller writes status at every schedule boundary; that is not a change to what
+    # the approver reviewed, so it must not turn the approval into a conflict.
+    assert request_window(alice, "cli-chg-status").code == 0
+    k = kube.Kube(kube.Connection(kubeconfig=str(bob)))
+    seen = k.request("GET", f"{kube.WINDOWS_PATH}/cli-chg-status")
+    world.kubectl(
+        "patch",
+        "changewindow",
+        "cli-chg-status",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"PendingApproval","approvals":"0/1"}}',
+        check=True,
+    )
+    entry = {"approver": "bob@example.com", "specHash": approvals.spec_hash(seen["spec"])}
+    k.request(
+        "PATCH",
+        f"{kube.WINDOWS_PATH}/cli-chg-status",
+        body=verbs.approval_patch(spec=seen["spec"], entry=entry),
+        content_type="application/json-patch+json",
+    )
+    stored = json.loads(
+        world.kubectl("get", "changewindow", "cli-chg-status", "-o", "json", check=True).stdout
+    )
+    assert stored["spec"]["approvals"] == [entry]
 
 
 def test_approve_asks_on_a_terminal_and_only_yes_approves(

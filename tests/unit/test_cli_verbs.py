@@ -307,15 +307,17 @@ def test_approval_patch_tests_what_the_approver_saw_before_appending() -> None:
         "specHash": approvals.spec_hash({"ticket": "T"}),
         "approvedAt": "2026-12-01T00:00:00Z",
     }
-    first = verbs.approval_patch(current=None, resource_version="42", entry=entry)
+    first = verbs.approval_patch(spec={"ticket": "T"}, entry=entry)
     assert first == [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+        {"op": "test", "path": "/spec", "value": {"ticket": "T"}},
         {"op": "add", "path": "/spec/approvals", "value": [entry]},
     ]
     earlier = [{"approver": "carol", "specHash": entry["specHash"]}]
-    second = verbs.approval_patch(current=earlier, resource_version="43", entry=entry)
-    assert second[1] == {"op": "test", "path": "/spec/approvals", "value": earlier}
-    assert second[2] == {"op": "add", "path": "/spec/approvals/-", "value": entry}
+    second = verbs.approval_patch(spec={"ticket": "T", "approvals": earlier}, entry=entry)
+    assert second == [
+        {"op": "test", "path": "/spec", "value": {"ticket": "T", "approvals": earlier}},
+        {"op": "add", "path": "/spec/approvals/-", "value": entry},
+    ]
 
 
 @pytest.mark.parametrize(
