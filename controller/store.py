@@ -126,13 +126,18 @@ class Store:
         """The ChangeWindow spec as the API server stored it (what specHash is over)."""
         return self._raw_specs.get(name)
 
+    @property
+    def latest(self) -> index.Snapshot | None:
+        """The last snapshot built, stale or not; None before the first build. Never builds."""
+        return self._snapshot
+
     def published(self) -> index.Snapshot:
         """The snapshot for the request path: the last one built, without waiting.
 
         With ``rebuild_in_background`` the request path never builds (nor waits on a build in
         another thread) once a first snapshot exists; without it this is ``snapshot()``.
         """
-        current = self._snapshot
+        current = self.latest
         if current is not None and (self.rebuild_in_background or not self._stale):
             return current
         return self.snapshot()

@@ -46,9 +46,16 @@ def _resource(kind: Kind) -> tuple[str, str, str]:
 class Watches:
     """Feeds the Store from kopf and tells ``on_change`` (the reconciler) what changed."""
 
-    def __init__(self, *, store: stores.Store, on_change: OnChange) -> None:
+    def __init__(
+        self,
+        *,
+        store: stores.Store,
+        on_change: OnChange,
+        on_synced: Callable[[], None] = lambda: None,
+    ) -> None:
         self.store = store
         self.on_change = on_change
+        self.on_synced = on_synced
         self.synced = False
         self.known: dict[Kind, set[str]] = {kind: set() for kind in KINDS}
 
@@ -83,7 +90,7 @@ class Watches:
         for kind in KINDS:
             self.store.mark_synced(kind)
         logger.info("index synced: every kind listed once")
-        self.on_change("Namespace", "upsert", {"metadata": {"name": ""}})
+        self.on_synced()
 
     async def on_event(self, kind: Kind, raw_event: Mapping[str, Any]) -> None:
         body = raw_event.get("object") or {}
@@ -172,9 +179,11 @@ async def keep_snapshot_fresh(
     while True:
         await wake.wait()
         wake.clear()
+        before = store.latest
         try:
-            await asyncio.to_thread(store.snapshot)
+            after = await asyncio.to_thread(store.snapshot)
         except Exception:  # a bad object must not stop future rebuilds
             logger.exception("snapshot rebuild failed; keeping the previous one")
             continue
-        on_rebuilt()
+        if after is not before:  # a namespace event that changed no label builds nothing
+            on_rebuilt()

@@ -73,12 +73,12 @@ class Reconciler:
         self.windows: dict[str, dict[str, Any]] = {}  # name -> raw body, as last seen
 
     def window_event(self, event: str, body: Mapping[str, Any]) -> None:
+        """Remember a window's latest body; the snapshot rebuild that follows pokes us."""
         name = body["metadata"]["name"]
         if event == "delete":
             self.windows.pop(name, None)
         else:
             self.windows[name] = dict(body)
-        self.poke()
 
     def poke(self) -> None:
         self._wake.set()

@@ -176,13 +176,13 @@ async def run(config: Config) -> None:
     rebuild = asyncio.Event()
 
     def on_change(kind: handlers.Kind, event: str, body: Any) -> None:
-        rebuild.set()
+        # The reconciler is poked once the rebuilt snapshot is published, not here: poking now
+        # would recompute every window's status from the snapshot this event just outdated.
         if kind == "ChangeWindow":
             loop_.window_event(event, body)
-        else:
-            loop_.poke()
+        rebuild.set()
 
-    watches = handlers.Watches(store=store, on_change=on_change)
+    watches = handlers.Watches(store=store, on_change=on_change, on_synced=loop_.poke)
     custom: Any = kubernetes.client.CustomObjectsApi(api)  # untyped JSON answers
     core: Any = kubernetes.client.CoreV1Api(api)
 

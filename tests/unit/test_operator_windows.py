@@ -163,3 +163,38 @@ async def test_objects_deleted_during_a_watch_gap_are_dropped_after_a_get_confir
     task.cancel()
     assert watches.known["Namespace"] == {"created-after-the-list", "listed"}
     assert [c for c in changes if c[1] == "delete"] == [("Namespace", "delete", "gone")]
+
+
+async def test_reconciler_is_poked_once_per_new_snapshot_not_per_event() -> None:
+    store = stores.Store()
+    wake = asyncio.Event()
+    pokes: list[int] = []
+    task = asyncio.create_task(
+        handlers.keep_snapshot_fresh(store, wake, on_rebuilt=lambda: pokes.append(1))
+    )
+
+    async def settle(expected: int) -> None:
+        for _ in range(200):
+            if not wake.is_set() and len(pokes) == expected:
+                return
+            await asyncio.sleep(0.01)
+
+    try:
+        store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "1"}}})
+        wake.set()
+        await settle(1)
+        assert len(pokes) == 1 and store.published().namespaces == {"a": {"t": "1"}}
+
+        # A namespace event that changes no label builds nothing, so nobody is poked.
+        store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "1"}}})
+        wake.set()
+        await settle(1)
+        await asyncio.sleep(0.05)
+        assert len(pokes) == 1
+
+        store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "2"}}})
+        wake.set()
+        await settle(2)
+        assert len(pokes) == 2 and store.published().namespaces == {"a": {"t": "2"}}
+    finally:
+        task.cancel()
