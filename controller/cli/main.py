@@ -26,7 +26,7 @@ import yaml
 from controller.cli import kube as kube_mod
 from controller.cli import render, verbs
 from controller.model import crds
-from controller.policy import approvals, decide, index, status
+from controller.policy import approvals, decide, index, limits, status
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUTS = ("table", "wide", "json", "yaml")
@@ -222,16 +222,23 @@ def describe_window(
     st = status.window_status(window, raw_spec=raw_spec, snapshot=snapshot, now=now)
     current = approvals.spec_hash(raw_spec)
     policies = snapshot.policies_for_window(window)
-    required = approvals.required_approvals(p.policy for p in policies)
-    state = approvals.approval_state(window, current_hash=current, required=required)
+    states = approvals.approval_states(
+        window, current_hash=current, policies=[p.policy for p in policies]
+    )
+    state = approvals.least_approved(states)
+    valid_anywhere = {a for st_ in states.values() for a in st_.valid}
+    stale_anywhere = {a for st_ in states.values() for a in st_.stale} - valid_anywhere
 
-    def lines(names: Sequence[str], *, signed_current: bool) -> tuple[render.ApprovalLine, ...]:
+    def lines(names: set[str], *, signed_current: bool) -> tuple[render.ApprovalLine, ...]:
         out = []
         for a in window.spec.approvals:
             if a.approver in names and (a.spec_hash == current) == signed_current:
                 out.append(
                     render.ApprovalLine(
-                        approver=a.approver, approved_at=a.approved_at, spec_hash=a.spec_hash
+                        approver=a.approver,
+                        approved_at=a.approved_at,
+                        spec_hash=a.spec_hash,
+                        policies=tuple(a.policies),
                     )
                 )
         return tuple(out)
@@ -296,12 +303,13 @@ def describe_window(
                 required=p.policy.spec.approval.required,
                 approver_groups=tuple(p.policy.spec.approval.approver_groups),
                 enforcement=str(p.policy.spec.enforcement),
+                approvals=states[p.name].summary,
             )
             for p in policies
         ),
-        required=required,
-        valid=lines(state.valid, signed_current=True),
-        stale=lines(state.stale, signed_current=False),
+        required=state.required,
+        valid=lines(valid_anywhere, signed_current=True),
+        stale=lines(stale_anywhere, signed_current=False),
         self_approvals=state.self_approvals,
     )
 
@@ -535,6 +543,16 @@ def cmd_emergency(c: Ctx) -> int:
         schedule=schedule,
         emergency_reason=a.reason,
     )
+    # Break-glass holds per policy: name the policies whose break-glass the caller holds.
+    probe = parse_window({**body, "metadata": {"name": body["metadata"].get("name") or "probe"}})
+    covering = load_live(c.kube, err=c.err).snapshot().policies_for_window(probe)
+    usable = [p.name for p in covering if approvals.is_break_glass_member(p.policy, groups)]
+    if not usable:
+        raise verbs.UsageError(
+            "you are not in the breakGlass groups of any policy controlling this change"
+            f" ({', '.join(p.name for p in covering) or 'none'})"
+        )
+    body["spec"]["emergency"]["policies"] = usable
     if not a.name_window:
         body["metadata"] = {"generateName": "emergency-"}
     return _create_window(c, body)
@@ -569,6 +587,46 @@ def approval_summary(raw: Mapping[str, Any], *, spec_hash: str) -> str:
     return "\n".join(lines)
 
 
+BROAD_DURATION = datetime.timedelta(hours=24)
+BROAD_NAMESPACES = 5
+
+
+def approval_scope(
+    window: crds.ChangeWindow, *, live: Live, groups: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...] | None, tuple[str, ...]]:
+    """What an approval by a member of ``groups`` records, and what to warn about first.
+
+    Returns (policies it counts under, namespaces it covers or None for a window without a
+    selector target, warnings). The webhook checks the same against its own index.
+    """
+    snap = live.snapshot()
+    covering = snap.policies_for_window(window)
+    under = tuple(p.name for p in covering if approvals.is_approver(p.policy, groups))
+    if not under:
+        names = ", ".join(p.name for p in covering) or "none"
+        wanted = sorted({g for p in covering for g in p.policy.spec.approval.approver_groups})
+        raise kube_mod.Rejected(
+            f"you are not in an approver group ({', '.join(wanted) or 'none configured'}) of"
+            f" the policies controlling this window ({names}); nothing was approved"
+        )
+    selector = any(t.namespace_selector is not None for t in window.spec.targets)
+    covered = tuple(sorted(snap.window_namespaces(window)))
+    warnings = [f"broad window: {w}" for w in limits.wildcards(window)]
+    longest = limits.longest_stretch(window)
+    if longest is None or longest > BROAD_DURATION:
+        shown = "without end" if longest is None else crds.format_duration(longest)
+        warnings.append(f"long window: it stays open {shown} at a stretch")
+    if len(covered) > BROAD_NAMESPACES:
+        warnings.append(f"broad window: it covers {len(covered)} namespaces")
+    others = [p.name for p in covering if p.name not in under]
+    if others:
+        warnings.append(
+            f"your approval does not count under {', '.join(others)} (not an approver there):"
+            " changes those policies control need their own approvers"
+        )
+    return under, (covered if selector else None), tuple(warnings)
+
+
 def cmd_approve(c: Ctx) -> int:
     a = c.args
     raw = get_window(c.kube, a.name)
@@ -582,11 +640,22 @@ def cmd_approve(c: Ctx) -> int:
             " controller has not caught up — approving the spec shown above",
             file=c.err,
         )
-    user, _ = c.kube.whoami()
+    user, groups = c.kube.whoami()
     if user == spec.get("requester"):
         raise kube_mod.Rejected(
             f"you ({user}) requested this window; four-eyes rule: someone else must approve it"
         )
+    under, namespaces, warnings = approval_scope(
+        parse_window(raw), live=load_live(c.kube, err=c.err), groups=groups
+    )
+    print(f"Approving under: {', '.join(under)}", file=c.out)
+    if namespaces is not None:
+        print(
+            f"Namespaces:   {', '.join(namespaces) or 'none'} (what the selector covers now)",
+            file=c.out,
+        )
+    for line in warnings:
+        print(f"warning: {line}", file=c.err)
     if any(
         e.get("approver") == user and e.get("specHash") == current
         for e in spec.get("approvals") or ()
@@ -603,14 +672,17 @@ def cmd_approve(c: Ctx) -> int:
         if answer not in ("y", "yes"):
             print("Not approved.", file=c.out)
             return EXIT_ERROR
-    entry = {
+    entry: dict[str, Any] = {
         "approver": user,
         "specHash": current,
         "approvedAt": c.now.astimezone(datetime.UTC)
         .replace(microsecond=0)
         .isoformat()
         .replace("+00:00", "Z"),
+        "policies": list(under),
     }
+    if namespaces is not None:
+        entry["namespaces"] = list(namespaces)
     patch = verbs.approval_patch(spec=spec, entry=entry)
     try:
         c.kube.request(

@@ -150,6 +150,7 @@ class ApprovalLine:
     approver: str
     approved_at: datetime.datetime | None
     spec_hash: str
+    policies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ class PolicyLine:
     required: int
     approver_groups: tuple[str, ...]
     enforcement: str
+    approvals: str = ""  # "n/m" under this policy alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,13 +233,16 @@ def describe_text(d: Description, *, now: datetime.datetime, tz: datetime.tzinfo
     if d.policies:
         for p in d.policies:
             groups = ", ".join(p.approver_groups) or "no approver groups"
+            counted = f" — {p.approvals} approved" if p.approvals else ""
             lines.append(
-                f"  Policy {p.name} ({p.enforcement}): {p.required} required from {groups}"
+                f"  Policy {p.name} ({p.enforcement}): {p.required} required from {groups}{counted}"
             )
     else:
         lines.append("  No ChangePolicy controls these targets: no approval needed")
     lines.append(f"  Valid ({len(d.valid)}/{d.required}):")
-    lines += [f"    {a.approver} at {_at(a.approved_at, now, tz)}" for a in d.valid] or ["    none"]
+    lines += [f"    {a.approver} at {_at(a.approved_at, now, tz)}{_under(a)}" for a in d.valid] or [
+        "    none"
+    ]
     if d.stale:
         lines.append("  Stale (signed an earlier spec; approve again):")
         lines += [
@@ -248,6 +253,10 @@ def describe_text(d: Description, *, now: datetime.datetime, tz: datetime.tzinfo
         lines.append(f"  Ignored self-approvals: {', '.join(d.self_approvals)}")
     lines.append(f"  Missing: {d.missing}")
     return "\n".join(lines)
+
+
+def _under(a: ApprovalLine) -> str:
+    return f" (counts under {', '.join(a.policies)})" if a.policies else " (counts under no policy)"
 
 
 def _at(t: datetime.datetime | None, now: datetime.datetime, tz: datetime.tzinfo) -> str:

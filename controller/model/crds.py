@@ -391,6 +391,26 @@ class BreakGlass(_Wire):
     max_duration: Duration = datetime.timedelta(hours=4)
 
 
+class WindowLimits(_Wire):
+    """How long and how broad a window may be to admit anything under this policy.
+
+    Checked when a window is created or changed (the webhook refuses it, naming the limit)
+    and again at every decision (a window that breaks a limit added later admits nothing
+    under this policy). Absent fields set no limit.
+    """
+
+    max_duration: Duration | None = None
+    """Longest stretch a window may stay open at once (back-to-back occurrences merged)."""
+    max_lifetime: Duration | None = None
+    """From a window's first possible opening to its last closing: ``end - start`` for a
+    one-off window, ``notAfter - notBefore`` for a recurring one (which must then set both)."""
+    max_namespaces: int | None = Field(default=None, ge=1, le=10_000)
+    """Most namespaces a window may cover under this policy (selectors resolved)."""
+    allow_wildcards: bool = True
+    """False: ``*`` in a target's apiGroups, resources or operations, and an empty
+    ``namespaceSelector: {}`` (everywhere), are refused."""
+
+
 class PolicyMessage(_Wire):
     contact: str | None = None
     docs_url: str | None = Field(default=None, alias="docsURL")
@@ -404,6 +424,7 @@ class ChangePolicySpec(_Wire):
     ticket_pattern: Regex | None = None
     blackouts: list[Blackout] = Field(default_factory=list)
     break_glass: BreakGlass | None = None
+    window_limits: WindowLimits | None = None
     message: PolicyMessage = Field(default_factory=PolicyMessage)
 
 
@@ -462,12 +483,23 @@ class WindowTarget(_Wire):
 
 class Emergency(_Wire):
     reason: Annotated[str, Field(min_length=1)]
+    policies: list[NonEmptyStr] = Field(default_factory=list)
+    """The ChangePolicies whose break-glass the requester uses. The webhook admits the window
+    only if the requester is in each one's breakGlass groups (checked against the
+    authenticated user), and the window is an emergency window under those policies only."""
 
 
 class WindowApproval(_Wire):
     approver: NonEmptyStr
     spec_hash: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
     approved_at: AwareDatetime | None = None
+    policies: list[NonEmptyStr] = Field(default_factory=list)
+    """The ChangePolicies this approval counts under. Verified when the approval is appended
+    (the approver is in each one's approverGroups, by the authenticated user's groups);
+    fixed from then on, since the decision cannot learn the approver's groups later."""
+    namespaces: list[NonEmptyStr] | None = None
+    """For windows with a ``namespaceSelector`` target: the namespaces the window covered
+    when the approver signed. The approval covers nothing a selector picks up later."""
 
 
 class ChangeWindowSpec(_Wire):

@@ -1,14 +1,19 @@
-"""What approvers sign, which approvals count, and the break-glass rules.
+"""What approvers sign, which approvals count under which policy, and the break-glass rules.
 
 Approvals are verified twice, with different knowledge:
 
 - **At append time** (``validation``), the API server has authenticated the approver, so we
-  know their username and groups: the approver must be that user, be in an approverGroup of
-  a policy covering the window, not be the requester, and sign the current ``specHash``.
-- **At decision time** (here), we only have the stored entries. An entry counts when it
-  signs the window's current ``specHash`` and its approver is not the requester; each
-  approver counts once. Group membership is not re-checked — it cannot be: the decision has
-  no way to learn another user's groups, and the append-time check already required it.
+  know their username and groups. The entry must be in the approver's own name, not the
+  requester's, sign the current ``specHash``, and *record what it qualifies for*: the
+  ``policies`` it counts under (the approver must be in each one's approverGroups) and, for a
+  window with a ``namespaceSelector`` target, the ``namespaces`` the window covered when
+  signing. Existing entries can never be altered, so that record is fixed from then on.
+- **At decision time** (here), only the stored entries are known: the decision cannot learn
+  an approver's groups. Under policy P an entry counts when it names P in ``policies``,
+  signs the window's current ``specHash``, is not by the requester, and -- when the request
+  is covered only through a selector -- lists the request's namespace. Each approver counts
+  once; P's own ``required`` applies. An approval for policy A therefore never opens a
+  window under policy B, whatever else the window covers.
 
 Changing the spec changes the hash, so every earlier approval becomes *stale*: still listed,
 reported as stale, but not counted.
@@ -77,8 +82,28 @@ class ApprovalState:
         return f"{len(self.valid)}/{self.required}"
 
 
-def approval_state(window: crds.ChangeWindow, *, current_hash: str, required: int) -> ApprovalState:
-    """Count the approvals of ``window`` that are valid for ``current_hash``."""
+def counts_under(entry: crds.WindowApproval, *, policy: str, namespace: str | None = None) -> bool:
+    """Whether ``entry`` qualifies under ``policy`` (and, if given, for ``namespace``)."""
+    if policy not in entry.policies:
+        return False
+    return namespace is None or (entry.namespaces is not None and namespace in entry.namespaces)
+
+
+def approval_state(
+    window: crds.ChangeWindow,
+    *,
+    current_hash: str,
+    policy: str,
+    required: int,
+    namespace: str | None = None,
+) -> ApprovalState:
+    """Count the approvals of ``window`` under ``policy`` that are valid for ``current_hash``.
+
+    ``namespace``: the request's namespace when the window covers it only through a
+    ``namespaceSelector`` -- then only approvals whose recorded ``namespaces`` include it
+    count (None: no such restriction). Entries that do not qualify under ``policy`` are
+    neither valid nor stale here: they are simply not this policy's approvals.
+    """
     requester = window.spec.requester
     valid: list[str] = []
     stale: list[str] = []
@@ -87,6 +112,8 @@ def approval_state(window: crds.ChangeWindow, *, current_hash: str, required: in
         if entry.approver == requester:
             if entry.approver not in selfs:
                 selfs.append(entry.approver)
+        elif not counts_under(entry, policy=policy, namespace=namespace):
+            continue
         elif entry.spec_hash == current_hash:
             if entry.approver not in valid:
                 valid.append(entry.approver)
@@ -98,12 +125,29 @@ def approval_state(window: crds.ChangeWindow, *, current_hash: str, required: in
     )
 
 
-def required_approvals(policies: Iterable[crds.ChangePolicy]) -> int:
-    """A window covered by several policies must satisfy the strictest one.
+def approval_states(
+    window: crds.ChangeWindow, *, current_hash: str, policies: Iterable[crds.ChangePolicy]
+) -> dict[str, ApprovalState]:
+    """The window's approval state under each of ``policies``, by policy name."""
+    return {
+        p.metadata.name: approval_state(
+            window,
+            current_hash=current_hash,
+            policy=p.metadata.name,
+            required=p.spec.approval.required,
+        )
+        for p in policies
+    }
 
-    No covering policy means nothing is change-controlled there: zero approvals are needed.
+
+def least_approved(states: Mapping[str, ApprovalState]) -> ApprovalState:
+    """The state that is furthest from approval (what ``n/m`` shows for the whole window).
+
+    No policy: nothing is controlled, so nothing needs approving (0 of 0).
     """
-    return max((p.spec.approval.required for p in policies), default=0)
+    if not states:
+        return ApprovalState(required=0, valid=(), stale=(), self_approvals=())
+    return max(states.values(), key=lambda s: (s.missing, s.required))
 
 
 def is_approver(policy: crds.ChangePolicy, groups: Iterable[str]) -> bool:
@@ -130,11 +174,14 @@ def emergency_length(window: crds.ChangeWindow) -> datetime.timedelta | None:
 def emergency_allowed_by(policy: crds.ChangePolicy, window: crds.ChangeWindow) -> bool:
     """Whether ``policy`` honours ``window`` as a break-glass window.
 
-    The policy must offer break-glass at all, and the window must be a one-off no longer than
-    the policy's ``maxDuration``. Who created it was checked when it was admitted.
+    The window must name the policy in ``spec.emergency.policies`` (which the webhook admits
+    only from a member of the policy's breakGlass groups), the policy must offer break-glass,
+    and the window must be a one-off no longer than the policy's ``maxDuration``. A window
+    that also covers another policy's resources is no emergency window there.
     """
     bg = policy.spec.break_glass
-    if window.spec.emergency is None or bg is None:
+    emergency = window.spec.emergency
+    if emergency is None or bg is None or policy.metadata.name not in emergency.policies:
         return False
     length = emergency_length(window)
     return length is not None and length <= bg.max_duration

@@ -70,6 +70,7 @@ class Reason(enum.StrEnum):
     BLACKOUT = "Blackout"
     INVALID = "Invalid"
     STARTING = "Starting"
+    UNKNOWN_NAMESPACE = "UnknownNamespace"
 
 
 _PROGRESS = {
@@ -139,10 +140,22 @@ class Decision:
     field_errors: tuple[tuple[str, str], ...] = ()
 
 
-def decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetime) -> Decision:
-    """Decide one request at ``now``. Never raises: errors become a fail-closed deny."""
+def decide(
+    request: Request,
+    *,
+    snapshot: index.Snapshot,
+    now: datetime.datetime,
+    namespace_labels: Mapping[str, str] | None = None,
+) -> Decision:
+    """Decide one request at ``now``. Never raises: errors become a fail-closed deny.
+
+    ``namespace_labels``: the request namespace's labels as read from the API server, for a
+    namespace the snapshot has not seen yet. Without them such a request, when a policy
+    picks namespaces by label, is denied as ``UnknownNamespace`` (retry): changegate never
+    decides "not controlled" from a view that may be stale.
+    """
     try:
-        return _decide(request, snapshot=snapshot, now=now)
+        return _decide(request, snapshot=snapshot, now=now, namespace_labels=namespace_labels)
     except Exception as e:  # fail closed, with the cause in the message
         return _decision(
             allowed=False,
@@ -213,7 +226,13 @@ class _Context:
     _next_hint: str | None = field(default=None)
 
 
-def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetime) -> Decision:
+def _decide(
+    request: Request,
+    *,
+    snapshot: index.Snapshot,
+    now: datetime.datetime,
+    namespace_labels: Mapping[str, str] | None,
+) -> Decision:
     if request.subresource == "status":
         return _decision(
             allowed=True,
@@ -225,13 +244,49 @@ def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetim
     if request.api_group == crds.GROUP:
         return _validate_own(request, snapshot=snapshot, now=now)
 
+    if (
+        namespace_labels is None
+        and request.namespace
+        and not snapshot.knows_namespace(request.namespace)
+        and not _is_namespace_object(request)
+        and snapshot.label_scoped(
+            api_group=request.api_group,
+            resource=request.resource,
+            subresource=request.subresource,
+            operation=request.operation,
+        )
+    ):
+        return _decision(
+            allowed=False,
+            outcome="deny",
+            reason=Reason.UNKNOWN_NAMESPACE,
+            mode=crds.Enforcement.ENFORCE,
+            message=explain.unknown_namespace(
+                operation=request.operation,
+                resource=explain.resource_label(
+                    api_group=request.api_group,
+                    resource=request.resource,
+                    subresource=request.subresource,
+                ),
+                obj=explain.object_label(
+                    namespace=request.namespace,
+                    name=matching.request_object_name(name=request.name, obj=request.object),
+                ),
+                user=request.user,
+                namespace=request.namespace,
+            ),
+            request=request,
+        )
     policies = snapshot.controlling_policies(
         api_group=request.api_group,
         resource=request.resource,
         subresource=request.subresource,
         operation=request.operation,
         namespace=request.namespace,
+        labels=namespace_labels,
     )
+    if _is_namespace_object(request) and request.operation in ("UPDATE", "DELETE"):
+        policies = _with_scope_changes(policies, request, snapshot)
     if not policies:
         return _decision(
             allowed=True, outcome="allow", reason=Reason.NOT_CONTROLLED, mode=None, request=request
@@ -262,6 +317,42 @@ def _decide(request: Request, *, snapshot: index.Snapshot, now: datetime.datetim
     if denying:
         return _deny(denying, ctx)
     return _allow(verdicts, ctx)
+
+
+def _is_namespace_object(request: Request) -> bool:
+    return request.api_group == "" and request.resource == "namespaces" and not request.subresource
+
+
+def _labels_of(obj: Mapping[str, Any] | None) -> Mapping[str, str] | None:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    labels = meta.get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _with_scope_changes(
+    policies: tuple[index.CompiledPolicy, ...], request: Request, snapshot: index.Snapshot
+) -> tuple[index.CompiledPolicy, ...]:
+    """Add the policies whose scope an UPDATE or DELETE of a Namespace moves.
+
+    Relabelling a namespace out of a label-selected policy (or into one), or deleting a
+    namespace a policy covers, changes what that policy controls as surely as changing the
+    objects in it: each such policy controls the request, decided by the labels *before*
+    the change (``oldObject``; the index's labels if the API server sent none).
+    """
+    name = request.namespace or request.name
+    old = _labels_of(request.old_object)
+    if old is None:
+        old = snapshot.namespace_labels(name)
+    new = _labels_of(request.object) if request.operation == "UPDATE" else None
+    if request.operation == "UPDATE" and new is None:
+        return policies  # no object to compare: nothing can be said about a scope change
+    moved = snapshot.scope_changes(name, old_labels=old, new_labels=new)
+    if not moved:
+        return policies
+    merged = {p.name: p for p in (*policies, *moved)}
+    return tuple(merged[n] for n in sorted(merged))
 
 
 def _strictest(policies: tuple[index.CompiledPolicy, ...]) -> crds.Enforcement:
@@ -397,10 +488,24 @@ def _stage(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _
     covering one request, only the one that got furthest is worth explaining.
     """
     spec = w.window.spec
-    state = w.approval_state(p.policy.spec.approval.required)
+    req = ctx.request
+    state = w.approval_state(
+        policy=p.name,
+        required=p.policy.spec.approval.required,
+        namespace=w.approval_namespace(
+            api_group=req.api_group,
+            resource=req.resource,
+            subresource=req.subresource,
+            operation=req.operation,
+            namespace=req.namespace,
+            name=ctx.name,
+        )
+        if p.policy.spec.approval.required
+        else None,
+    )
     if not state.approved:
         return (Reason.APPROVAL_STALE if state.stale else Reason.NOT_APPROVED), state, [], []
-    if not p.ticket_ok(spec.ticket):
+    if not p.ticket_ok(spec.ticket) or w.limit_violations(p, ctx.snapshot):
         return Reason.NOT_APPROVED, state, [], []
     designated = [ctx.identities[n] for n in spec.identities if n in ctx.identities]
     if not designated:
@@ -444,6 +549,16 @@ def _through_window(
             window=label, valid=len(state.valid), required=state.required, stale=state.stale
         )
         next_step = explain.next_approve(window_name=w.name, groups=groups)
+    elif (
+        reason is Reason.NOT_APPROVED
+        and not state.approved
+        and (signed := w.approval_state(policy=p.name, required=state.required)).approved
+    ):
+        # Approved, but not for this namespace: the selector picked it up after signing.
+        why = explain.namespace_not_signed(
+            window=label, namespace=req.namespace, approvers=signed.valid
+        )
+        next_step = explain.next_reapprove(window_name=w.name, namespace=req.namespace)
     elif reason is Reason.NOT_APPROVED and not state.approved:
         why = explain.not_approved(
             window=label,
@@ -453,10 +568,15 @@ def _through_window(
             groups=groups,
         )
         next_step = explain.next_approve(window_name=w.name, groups=groups)
-    elif reason is Reason.NOT_APPROVED:
+    elif reason is Reason.NOT_APPROVED and not p.ticket_ok(spec.ticket):
         pattern = p.policy.spec.ticket_pattern or ""
         why = explain.ticket_mismatch(window=label, ticket=spec.ticket, pattern=pattern)
         next_step = explain.next_fix_ticket(pattern=pattern)
+    elif reason is Reason.NOT_APPROVED:
+        why = explain.beyond_limits(
+            window=label, policy=p.name, problems=w.limit_violations(p, ctx.snapshot)
+        )
+        next_step = explain.next_within_limits(policy=p.name)
     elif reason is Reason.NOT_DESIGNATED:
         why = explain.not_designated(window=label, user=req.user, identities=spec.identities)
         next_step = explain.next_designate(identities=spec.identities)

@@ -187,6 +187,25 @@ def emergency(*, window: str, reason: str) -> str:
     )
 
 
+def unknown_namespace(*, operation: str, resource: str, obj: str, user: str, namespace: str) -> str:
+    return (
+        f"changegate denied {operation} {resource} {obj} for {user}: changegate has not seen "
+        f"namespace {namespace} yet and could not read its labels, so it cannot tell which "
+        "policies control it. Next: retry in a few seconds."
+    )
+
+
+def beyond_limits(*, window: str, policy: str, problems: Sequence[str]) -> str:
+    return f"window {window} breaks the windowLimits of policy {policy}: {'; '.join(problems)}"
+
+
+def namespace_not_signed(*, window: str, namespace: str, approvers: Sequence[str]) -> str:
+    return (
+        f"window {window} was approved by {', '.join(approvers)} before its namespaceSelector "
+        f"matched namespace {namespace}, so no approval covers {namespace}"
+    )
+
+
 def starting() -> str:
     return "changegate is starting: its index has not synced yet; retry shortly"
 
@@ -219,6 +238,20 @@ def next_designate(*, identities: Sequence[str]) -> str:
 
 def next_renew_identity(*, identity: str) -> str:
     return f"Next: ask the platform team to renew or unsuspend AuthorizedIdentity {identity}."
+
+
+def next_within_limits(*, policy: str) -> str:
+    return (
+        f"Next: request a window within the windowLimits of policy {policy} "
+        "(`kubectl get changepolicy " + policy + " -o yaml` shows them)."
+    )
+
+
+def next_reapprove(*, window_name: str, namespace: str) -> str:
+    return (
+        f"Next: ask an approver to run `kubectl changegate approve {window_name}` again, so "
+        f"the approval covers namespace {namespace}."
+    )
 
 
 def next_after_hours() -> str:

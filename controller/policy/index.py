@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from controller.model import crds
-from controller.policy import approvals, matching, schedules
+from controller.policy import approvals, limits, matching, schedules
 
 FAR_FUTURE = datetime.datetime.max.replace(tzinfo=datetime.UTC)
 _EMPTY_LABELS: Mapping[str, str] = {}
@@ -99,6 +99,7 @@ class CompiledWindow:
     __slots__ = (
         "_approvers",
         "_hash",
+        "_limits",
         "emergency",
         "name",
         "raw_spec",
@@ -118,17 +119,85 @@ class CompiledWindow:
         self.emergency = window.spec.emergency is not None
         self.uses_selector = any(t.selector is not None for t in self.targets)
         self._hash: str | None = None
-        self._approvers: approvals.ApprovalState | None = None
+        self._approvers: dict[str, approvals.ApprovalState] = {}
+        self._limits: dict[int, tuple[str, ...]] = {}
 
-    def approval_state(self, required: int) -> approvals.ApprovalState:
-        """Approval state for ``required``; the counting is done once per window."""
-        state = self._approvers
+    def approval_state(
+        self, *, policy: str, required: int, namespace: str | None = None
+    ) -> approvals.ApprovalState:
+        """Approval state under ``policy``; counted once per (window, policy).
+
+        ``namespace`` restricts the count to approvals that recorded it (a request covered
+        only through a selector); that is not memoised, the list is at most 32 entries.
+        """
+        if namespace is not None:
+            return approvals.approval_state(
+                self.window,
+                current_hash=self.spec_hash,
+                policy=policy,
+                required=required,
+                namespace=namespace,
+            )
+        state = self._approvers.get(policy)
         if state is None:
-            state = approvals.approval_state(self.window, current_hash=self.spec_hash, required=0)
-            self._approvers = state
+            state = approvals.approval_state(
+                self.window, current_hash=self.spec_hash, policy=policy, required=required
+            )
+            self._approvers[policy] = state
         if state.required == required:
             return state
         return dataclasses.replace(state, required=required)
+
+    def limit_violations(self, policy: CompiledPolicy, snapshot: Snapshot) -> tuple[str, ...]:
+        """How this window breaks ``policy``'s windowLimits (empty: it does not).
+
+        Memoised per policy object: a policy or window change builds new compiled objects,
+        and a namespace relabel builds a new snapshot whose windows re-resolve selectors.
+        """
+        limits_ = policy.policy.spec.window_limits
+        if limits_ is None:
+            return ()
+        key = id(policy)
+        found = self._limits.get(key)
+        if found is None:
+            found = tuple(
+                limits.violations(
+                    limits_, self.window, covered=lambda: snapshot.window_namespaces(self.window)
+                )
+            )
+            self._limits[key] = found
+        return found
+
+    def approval_namespace(
+        self,
+        *,
+        api_group: str,
+        resource: str,
+        subresource: str,
+        operation: str,
+        namespace: str,
+        name: str,
+    ) -> str | None:
+        """The namespace an approval must have recorded to cover this request, or None.
+
+        None when a target lists the request's namespace by name (what the approver signed
+        names it) or the request is cluster-scoped; otherwise the window covers the request
+        only through a selector, so only approvals that saw the namespace count.
+        """
+        if not namespace:
+            return None
+        patterns = matching.resource_patterns(resource, subresource)
+        for t in self.targets:
+            if namespace in t.namespaces and t.covers(
+                api_group=api_group,
+                patterns=patterns,
+                operation=operation,
+                namespace=namespace,
+                name=name,
+                labels=_EMPTY_LABELS,
+            ):
+                return None
+        return namespace
 
     @property
     def spec_hash(self) -> str:
@@ -171,6 +240,7 @@ class CompiledPolicy:
 
     __slots__ = (
         "blackouts",
+        "effective",
         "exclude",
         "name",
         "namespaces",
@@ -185,7 +255,8 @@ class CompiledPolicy:
         self.name = policy.metadata.name
         self.policy = policy
         match = policy.spec.match
-        self.rules = tuple(matching.CompiledRule(r) for r in match.resources)
+        self.effective = matching.effective_rules(match.resources)
+        self.rules = tuple(matching.CompiledRule(r) for r in self.effective)
         self.namespaces = frozenset(match.namespaces)
         self.exclude = frozenset(match.exclude_namespaces)
         self.selector = match.namespace_selector
@@ -314,7 +385,7 @@ class _WindowIndex:
         by_ns: list[tuple[_Key4, frozenset[str]]] = []
         by_sel: list[_Key2] = []
         for target, compiled in zip(w.window.spec.targets, w.targets, strict=True):
-            keys = _rule_op_keys(target.resources)
+            keys = _rule_op_keys(matching.effective_rules(target.resources))
             selector = target.namespace_selector
             selected = self._selected(selector) if selector is not None else ()
             if selected is None:
@@ -414,7 +485,7 @@ class Snapshot:
 
         self._policies_by_resource: dict[_Key2, list[CompiledPolicy]] = {}
         for p in sorted(policies.values(), key=lambda p: p.name):
-            for key in _rule_keys(p.policy.spec.match.resources):
+            for key in _rule_keys(p.effective):
                 bucket = self._policies_by_resource.setdefault(key, [])
                 if not bucket or bucket[-1] is not p:
                     bucket.append(p)
@@ -569,12 +640,36 @@ class Snapshot:
         subresource: str,
         operation: str,
         namespace: str,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[CompiledPolicy, ...]:
         """Every policy whose ``match`` covers the request, in name order.
 
         The rule part is memoised per (group, resource, subresource, operation) — a small key
         space that real traffic repeats; the namespace part is a set lookup or a selector.
+        ``labels`` overrides the index's labels for the namespace (read from the API server
+        when the index has not seen it yet); such answers are not memoised.
         """
+        by_rule = self._by_rule(
+            api_group=api_group, resource=resource, subresource=subresource, operation=operation
+        )
+        if not by_rule:
+            return by_rule
+        if labels is not None:
+            return tuple(p for p in by_rule if p.covers_namespace(namespace, labels))
+        memo_key = (api_group, resource, subresource, operation, namespace)
+        memo = self._controlling.get(memo_key)
+        if memo is None:
+            ns_labels = self.namespace_labels(namespace)
+            memo = tuple(p for p in by_rule if p.covers_namespace(namespace, ns_labels))
+            if len(self._controlling) >= _MEMO_LIMIT:
+                self._controlling.clear()
+            self._controlling[memo_key] = memo
+        return memo
+
+    def _by_rule(
+        self, *, api_group: str, resource: str, subresource: str, operation: str
+    ) -> tuple[CompiledPolicy, ...]:
+        """Policies whose rules (equivalent paths included) match, whatever the namespace."""
         rule_key = (api_group, resource, subresource, operation)
         by_rule = self._controlling_by_rule.get(rule_key)
         if by_rule is None:
@@ -591,17 +686,7 @@ class Snapshot:
             if len(self._controlling_by_rule) >= _MEMO_LIMIT:
                 self._controlling_by_rule.clear()  # bounded: odd keys cannot grow it forever
             self._controlling_by_rule[rule_key] = by_rule
-        if not by_rule:
-            return by_rule
-        memo_key = (*rule_key, namespace)
-        memo = self._controlling.get(memo_key)
-        if memo is None:
-            labels = self.namespace_labels(namespace)
-            memo = tuple(p for p in by_rule if p.covers_namespace(namespace, labels))
-            if len(self._controlling) >= _MEMO_LIMIT:
-                self._controlling.clear()
-            self._controlling[memo_key] = memo
-        return memo
+        return by_rule
 
     def prime(self, now: datetime.datetime) -> None:
         """Compile every timeline and fill its open-interval cache for ``now``.
@@ -739,10 +824,19 @@ class Snapshot:
 
     def _policy_controls_target(self, p: CompiledPolicy, target: crds.WindowTarget) -> bool:
         match = p.policy.spec.match
-        if not any(matching.rules_overlap(a, b) for a in match.resources for b in target.resources):
+        rules = matching.effective_rules(target.resources)
+        if not any(matching.rules_overlap(a, b) for a in p.effective for b in rules):
             return False
         if not match.namespaces and match.namespace_selector is None:
             return True
+        return any(
+            p.covers_namespace(ns, self.namespace_labels(ns))
+            for ns in self.target_namespaces(target)
+        )
+
+    def target_namespaces(self, target: crds.WindowTarget) -> set[str]:
+        """The namespaces a target covers now: listed ones, plus those whose current labels
+        match its selector (an empty selector: every namespace known)."""
         namespaces = set(target.namespaces)
         if target.namespace_selector is not None:
             namespaces.update(
@@ -750,7 +844,51 @@ class Snapshot:
                 for ns, labels in self.namespaces.items()
                 if matching.selector_matches(target.namespace_selector, labels)
             )
-        return any(p.covers_namespace(ns, self.namespace_labels(ns)) for ns in namespaces)
+        return namespaces
+
+    def window_namespaces(self, window: crds.ChangeWindow) -> set[str]:
+        """Every namespace ``window`` covers now (what an approver of it sees)."""
+        covered: set[str] = set()
+        for target in window.spec.targets:
+            covered |= self.target_namespaces(target)
+        return covered
+
+    def knows_namespace(self, namespace: str) -> bool:
+        """Whether the index has seen ``namespace`` (its labels are known)."""
+        return namespace in self.namespaces
+
+    def label_scoped(
+        self, *, api_group: str, resource: str, subresource: str, operation: str
+    ) -> bool:
+        """Whether some policy matching the request's rule picks namespaces by label, so the
+        namespace's labels decide whether the request is controlled."""
+        return any(
+            p.selector is not None
+            for p in self._by_rule(
+                api_group=api_group, resource=resource, subresource=subresource, operation=operation
+            )
+        )
+
+    def scope_changes(
+        self,
+        namespace: str,
+        *,
+        old_labels: Mapping[str, str],
+        new_labels: Mapping[str, str] | None,
+    ) -> tuple[CompiledPolicy, ...]:
+        """Policies whose scope a change of ``namespace`` moves: for a relabel
+        (``new_labels``) those that cover it before and not after or the reverse; for a
+        deletion (``new_labels`` None) every policy that covers it before, by its labels then.
+        """
+        found = []
+        for p in sorted(self.compiled_policies.values(), key=lambda p: p.name):
+            before = p.covers_namespace(namespace, old_labels)
+            if new_labels is None:
+                if before:
+                    found.append(p)
+            elif before != p.covers_namespace(namespace, new_labels):
+                found.append(p)
+        return tuple(found)
 
 
 def _rule_keys(rules: Iterable[crds.ResourceRule]) -> list[_Key2]:

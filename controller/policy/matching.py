@@ -25,7 +25,7 @@ selectors that match an empty label set (``NotIn``/``DoesNotExist``) cover it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller.model import crds
@@ -143,6 +143,64 @@ def _resources_overlap(x: str, y: str) -> bool:
     return same_resource and same_sub
 
 
+# -- API paths with the same effect ------------------------------------------------------------
+
+SCALE = "scale"
+POD_UPDATES = ("pods/ephemeralcontainers", "pods/resize")
+"""Subresources that change a running pod as an update of the pod would (``kubectl debug``
+adds an ephemeral container; in-place resize changes its resources)."""
+POD_EVICTION = "pods/eviction"
+"""Evicting a pod deletes it (``kubectl drain``, or a plain POST of an Eviction)."""
+
+
+def effective_rules(rules: Sequence[crds.ResourceRule]) -> tuple[crds.ResourceRule, ...]:
+    """``rules`` plus every API path with the same effect as something they cover.
+
+    A rule is written in terms of what a person means ("deleting pods", "updating
+    deployments"); the API offers other doors to the same room. What controls an action
+    controls its equivalents, wherever rules are read (policy match, window targets, the
+    webhook's own rules), so a policy and a window always agree on them:
+
+    - UPDATE of ``R`` -> UPDATE of ``R/scale`` (scaling is an update of ``spec.replicas``;
+      for every resource, so custom resources with a scale subresource are covered too);
+    - UPDATE of pods -> UPDATE of ``pods/ephemeralcontainers`` and ``pods/resize``;
+    - DELETE of pods -> CREATE of ``pods/eviction``.
+
+    Paths with a *related* but different effect (pods/attach next to pods/exec, ReplicaSets
+    next to Deployments) are not added: ``validation`` warns about them when a policy is
+    applied instead.
+    """
+    out = list(rules)
+    for rule in rules:
+        ops = {str(o) for o in rule.operations}
+        update = "UPDATE" in ops or "*" in ops
+        delete = "DELETE" in ops or "*" in ops
+        plain = [r for r in rule.resources if "/" not in r]
+        if update and plain:
+            out.append(
+                crds.ResourceRule(
+                    api_groups=list(rule.api_groups),
+                    resources=[f"{r}/{SCALE}" for r in plain],
+                    operations=[crds.Operation.UPDATE],
+                )
+            )
+        core = "" in rule.api_groups or "*" in rule.api_groups
+        pods = core and any(r in ("pods", "*", "*/*") for r in rule.resources)
+        if pods and update:
+            out.append(
+                crds.ResourceRule(
+                    api_groups=[""], resources=list(POD_UPDATES), operations=[crds.Operation.UPDATE]
+                )
+            )
+        if pods and delete:
+            out.append(
+                crds.ResourceRule(
+                    api_groups=[""], resources=[POD_EVICTION], operations=[crds.Operation.CREATE]
+                )
+            )
+    return tuple(out)
+
+
 # -- rules and targets, compiled to sets once per snapshot --------------------------------------
 
 
@@ -176,7 +234,7 @@ class CompiledTarget:
     __slots__ = ("everywhere", "names", "namespaces", "rules", "selector")
 
     def __init__(self, target: crds.WindowTarget) -> None:
-        self.rules = tuple(CompiledRule(r) for r in target.resources)
+        self.rules = tuple(CompiledRule(r) for r in effective_rules(target.resources))
         self.namespaces = frozenset(target.namespaces)
         self.selector = target.namespace_selector
         self.everywhere = selector_is_empty(target.namespace_selector)

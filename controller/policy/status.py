@@ -13,21 +13,24 @@ Phase, first match wins:
 4. ``PendingApproval`` — fewer valid approvals than required.
 5. ``Active`` / ``Scheduled`` — open now / opens later.
 
-Which approval rules apply: those of every policy controlling a target of the window, the
-strictest ``required`` wins (a window spanning two policies must satisfy both). A window whose
-targets no policy controls needs 0 approvals — nothing it covers is change-controlled, so
-there is nothing to approve; its phase follows the schedule alone.
+Which approval rules apply: those of every policy controlling a target of the window, each
+counted on its own (an approval counts only under the policies it recorded, see
+``approvals``): the window is approved when it is approved under every one of them, and
+``n/m`` shows the policy furthest from approval. A window whose targets no policy controls
+needs 0 approvals — nothing it covers is change-controlled, so there is nothing to approve;
+its phase follows the schedule alone. ``Invalid`` also covers a window that breaks a policy's
+``windowLimits``.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from controller.model import crds
-from controller.policy import approvals, index, schedules
+from controller.policy import approvals, index, limits, schedules
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,10 @@ def window_status(
 ) -> WindowStatus:
     spec_hash = approvals.spec_hash(raw_spec)
     policies = snapshot.policies_for_window(window)
-    required = approvals.required_approvals(p.policy for p in policies)
-    state = approvals.approval_state(window, current_hash=spec_hash, required=required)
+    states = approvals.approval_states(
+        window, current_hash=spec_hash, policies=[p.policy for p in policies]
+    )
+    state = approvals.least_approved(states)
 
     compiled = snapshot.compiled_windows.get(window.metadata.name)
     timeline: schedules.Timeline | index.CachedTimeline
@@ -82,7 +87,7 @@ def window_status(
     current = timeline.interval_at(now)
     upcoming = timeline.next_interval(now)
 
-    problems = _problems(window, policies)
+    problems = _problems(window, policies, snapshot=snapshot)
     emergency = window.spec.emergency is not None
 
     if problems:
@@ -110,7 +115,11 @@ def window_status(
     active = current is not None and phase in (crds.Phase.ACTIVE, crds.Phase.REVIEW_REQUIRED)
     conditions = (
         _condition(
-            window, now, "Approved", approved, *_approved_reason(state, emergency, approved)
+            window,
+            now,
+            "Approved",
+            approved,
+            *_approved_reason(states, state, emergency=emergency, approved=approved),
         ),
         _condition(window, now, "Active", active, *_active_reason(current, upcoming)),
         _condition(
@@ -136,40 +145,74 @@ def window_status(
     )
 
 
-def _problems(window: crds.ChangeWindow, policies: tuple[index.CompiledPolicy, ...]) -> list[str]:
+def _problems(
+    window: crds.ChangeWindow,
+    policies: tuple[index.CompiledPolicy, ...],
+    *,
+    snapshot: index.Snapshot,
+) -> list[str]:
+    emergency = window.spec.emergency
     problems = [
         f"ticket {window.spec.ticket!r} does not match ticketPattern {p.policy.spec.ticket_pattern!r} of policy {p.name}"
         for p in policies
-        if window.spec.emergency is None and not p.ticket_ok(window.spec.ticket)
+        if emergency is None and not p.ticket_ok(window.spec.ticket)
     ]
+    if emergency is None:
+        compiled = snapshot.compiled_windows.get(window.metadata.name)
+        for p in policies:
+            limits_ = p.policy.spec.window_limits
+            if limits_ is None:
+                continue
+            if compiled is not None and compiled.window is window:
+                broken: Sequence[str] = compiled.limit_violations(p, snapshot)
+            else:
+                broken = limits.violations(
+                    limits_, window, covered=lambda: snapshot.window_namespaces(window)
+                )
+            if broken:
+                problems.append(f"breaks the windowLimits of policy {p.name}: {'; '.join(broken)}")
     if (
-        window.spec.emergency is not None
+        emergency is not None
         and policies
         and not any(approvals.emergency_allowed_by(p.policy, window) for p in policies)
     ):
         problems.append(
-            "no covering policy honours this emergency window (no breakGlass, or longer than maxDuration, or not one-off)"
+            "no covering policy honours this emergency window (not named in"
+            " spec.emergency.policies, no breakGlass, longer than maxDuration, or not one-off)"
         )
     return problems
 
 
 def _approved_reason(
-    state: approvals.ApprovalState, emergency: bool, approved: bool
+    states: Mapping[str, approvals.ApprovalState],
+    state: approvals.ApprovalState,
+    *,
+    emergency: bool,
+    approved: bool,
 ) -> tuple[str, str]:
     if approved:
         if state.required == 0 and not state.valid:
             return "NotRequired", "no approval is required by the covering policies"
-        return "Approved", f"approved by {', '.join(state.valid)} ({state.summary})"
+        return "Approved", "approved " + _per_policy(states)
     if emergency:
         return (
             "ReviewRequired",
-            f"emergency window: needs approval after the fact ({state.summary})",
+            f"emergency window: needs approval after the fact ({_per_policy(states)})",
         )
     if state.stale:
         return "ApprovalStale", (
-            f"the spec changed after approval by {', '.join(state.stale)}; {state.summary} valid"
+            f"the spec changed after approval by {', '.join(state.stale)}; {_per_policy(states)}"
         )
-    return "NotApproved", f"{state.summary} approvals"
+    return "NotApproved", _per_policy(states)
+
+
+def _per_policy(states: Mapping[str, approvals.ApprovalState]) -> str:
+    """``under payments-prod by bob (1/1); under ledger-prod 0/1`` -- each policy counts alone."""
+    parts = []
+    for name, st in sorted(states.items()):
+        by = f" by {', '.join(st.valid)}" if st.valid else ""
+        parts.append(f"under {name}{by} ({st.summary})")
+    return "; ".join(parts) or "no policy controls this window"
 
 
 def _active_reason(

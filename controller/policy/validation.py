@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pydantic
 
 from controller.model import crds
-from controller.policy import approvals, index
+from controller.policy import approvals, index, limits, matching
 
 if TYPE_CHECKING:
     from controller.policy.decide import Request
@@ -85,7 +85,10 @@ def validate(request: Request, *, snapshot: index.Snapshot, now: datetime.dateti
             return _window_create(request, body, snapshot=snapshot, now=now)
         return _window_update(request, body, snapshot=snapshot, now=now)
     if request.resource == "changepolicies":
-        return Result(errors=tuple(_parse(crds.ChangePolicy, body)[1]))
+        policy, errors = _parse(crds.ChangePolicy, body)
+        if policy is None:
+            return Result(errors=tuple(errors))
+        return Result(warnings=tuple(open_paths(policy)))
     if request.resource == "authorizedidentities":
         return Result(errors=tuple(_parse(crds.AuthorizedIdentity, body)[1]))
     return Result()
@@ -116,79 +119,275 @@ def _window_create(
             )
         )
     policies = snapshot.policies_for_window(window)
-    errors.extend(_ticket_errors(window, policies))
+    errors.extend(_plan_errors(window, policies, snapshot=snapshot))
+    warnings = list(_identity_warnings(window, snapshot))
     if spec.emergency is not None:
         errors.extend(
             _emergency_errors(window, request=request, policies=policies, now=now, check_start=True)
         )
-    return Result(errors=tuple(errors), warnings=_identity_warnings(window, snapshot))
+        warnings.extend(_emergency_warnings(window, policies))
+    return Result(errors=tuple(errors), warnings=tuple(warnings))
 
 
 def _window_update(
     request: Request, body: Mapping[str, Any], *, snapshot: index.Snapshot, now: datetime.datetime
 ) -> Result:
+    """The plan is the requester's; everyone else may only append their own approval or
+    remove approvals (which only narrows what the window admits)."""
     window, errors = parse_window(body)
     if window is None:
         return Result(errors=tuple(errors))
     new_raw = _raw_spec(body)
     old_raw = _raw_spec(request.old_object)
-    if old_raw.get("requester") != new_raw.get("requester"):
+    requester = old_raw.get("requester")
+    if requester != new_raw.get("requester"):
         errors.append(("spec.requester", "is immutable: create a new window instead"))
 
-    policies = snapshot.policies_for_window(window)
     new_hash = approvals.spec_hash(new_raw)
+    plan_changed = approvals.spec_hash(old_raw) != new_hash
+    if plan_changed and request.user != requester:
+        errors.append(
+            (
+                "spec",
+                f"only the requester {requester} may change this window's plan; {request.user} "
+                "may only append their own approval or remove approvals",
+            )
+        )
+    policies = snapshot.policies_for_window(window)
+    errors.extend(
+        _approval_errors(
+            window,
+            request=request,
+            old_raw=old_raw,
+            new_raw=new_raw,
+            new_hash=new_hash,
+            policies=policies,
+            snapshot=snapshot,
+            now=now,
+        )
+    )
+    if not plan_changed:
+        return Result(errors=tuple(errors))
+    errors.extend(_plan_errors(window, policies, snapshot=snapshot))
+    warnings = list(_identity_warnings(window, snapshot))
+    if window.spec.emergency is not None:
+        schedule_changed = old_raw.get("schedule") != new_raw.get("schedule")
+        errors.extend(
+            _emergency_errors(
+                window, request=request, policies=policies, now=now, check_start=schedule_changed
+            )
+        )
+        warnings.extend(_emergency_warnings(window, policies))
+    return Result(errors=tuple(errors), warnings=tuple(warnings))
+
+
+APPROVED_AT_SLACK = datetime.timedelta(minutes=5)
+"""How far an appended approval's approvedAt may be from now (clock skew between the approver's
+machine and changegate); an approval cannot be back- or forward-dated further."""
+
+
+def _approval_errors(
+    window: crds.ChangeWindow,
+    *,
+    request: Request,
+    old_raw: Mapping[str, Any],
+    new_raw: Mapping[str, Any],
+    new_hash: str,
+    policies: Sequence[index.CompiledPolicy],
+    snapshot: index.Snapshot,
+    now: datetime.datetime,
+) -> list[tuple[str, str]]:
+    """Existing approvals are kept unchanged (or removed); new ones come after them, each the
+    caller's own, recording what it qualifies for."""
+    errors: list[tuple[str, str]] = []
     old_entries = [e for e in old_raw.get("approvals") or [] if isinstance(e, Mapping)]
-    old_approvers = {e.get("approver") for e in old_entries}
-    approver_policies = [p for p in policies if approvals.is_approver(p.policy, request.groups)]
+    old_keys = {(e.get("approver"), e.get("specHash")) for e in old_entries}
+    kept_positions: list[int] = []
+    appended = False
     for i, entry in enumerate(new_raw.get("approvals") or []):
-        if entry in old_entries:
-            continue  # an existing approval, unchanged
         path = f"spec.approvals[{i}]"
-        approver = entry.get("approver") if isinstance(entry, Mapping) else None
-        if approver != request.user:
-            if approver in old_approvers:
-                errors.append((path, "existing approvals cannot be altered (they may be removed)"))
-            else:
+        if entry in old_entries:
+            position = old_entries.index(entry)
+            if appended or (kept_positions and position < kept_positions[-1]):
                 errors.append(
-                    (
-                        f"{path}.approver",
-                        f"must be the authenticated user {request.user!r}: approvers append only their own approval",
-                    )
+                    (path, "existing approvals cannot be reordered; new ones are appended last")
                 )
+            kept_positions.append(position)
             continue
-        if approver == window.spec.requester:
-            errors.append((f"{path}.approver", "the requester cannot approve their own window"))
+        appended = True
+        if not isinstance(entry, Mapping):
+            errors.append((path, "must be an object"))
             continue
-        if not approver_policies:
-            groups = sorted({g for p in policies for g in p.policy.spec.approval.approver_groups})
-            if policies:
-                msg = f"{request.user} is not in an approver group ({', '.join(groups) or 'none configured'}) of policies {', '.join(p.name for p in policies)}"
-            else:
-                msg = "no ChangePolicy controls this window's targets, so nobody can approve it"
-            errors.append((f"{path}.approver", msg))
-        if entry.get("specHash") != new_hash:
+        if (entry.get("approver"), entry.get("specHash")) in old_keys:
+            errors.append((path, "existing approvals cannot be altered (they may be removed)"))
+            continue
+        errors.extend(
+            _new_approval_errors(
+                window,
+                entry,
+                path=path,
+                request=request,
+                new_hash=new_hash,
+                policies=policies,
+                snapshot=snapshot,
+                now=now,
+            )
+        )
+    return errors
+
+
+def _new_approval_errors(
+    window: crds.ChangeWindow,
+    entry: Mapping[str, Any],
+    *,
+    path: str,
+    request: Request,
+    new_hash: str,
+    policies: Sequence[index.CompiledPolicy],
+    snapshot: index.Snapshot,
+    now: datetime.datetime,
+) -> list[tuple[str, str]]:
+    approver = entry.get("approver")
+    if approver != request.user:
+        return [
+            (
+                f"{path}.approver",
+                f"must be the authenticated user {request.user!r}: approvers append only their own approval",
+            )
+        ]
+    if approver == window.spec.requester:
+        return [(f"{path}.approver", "the requester cannot approve their own window")]
+    errors: list[tuple[str, str]] = []
+    if entry.get("specHash") != new_hash:
+        errors.append(
+            (
+                f"{path}.specHash",
+                f"must be the current specHash {new_hash} (the approval is of another version of the spec)",
+            )
+        )
+    parsed = next(
+        (a for a in window.spec.approvals if a.approver == approver and a.spec_hash == new_hash),
+        None,
+    )
+    at = parsed.approved_at if parsed is not None else None
+    if at is not None and abs(at - now) > APPROVED_AT_SLACK:
+        errors.append(
+            (
+                f"{path}.approvedAt",
+                f"must be the time of approving, within {crds.format_duration(APPROVED_AT_SLACK)} of now ({now.isoformat()})",
+            )
+        )
+    qualifies = [p for p in policies if approvals.is_approver(p.policy, request.groups)]
+    if not policies:
+        errors.append(
+            (
+                f"{path}.approver",
+                "no ChangePolicy controls this window's targets, so nobody can approve it",
+            )
+        )
+    elif not qualifies:
+        groups = sorted({g for p in policies for g in p.policy.spec.approval.approver_groups})
+        errors.append(
+            (
+                f"{path}.approver",
+                f"{request.user} is not in an approver group ({', '.join(groups) or 'none configured'}) of policies {', '.join(p.name for p in policies)}",
+            )
+        )
+    errors.extend(_recorded_policies_errors(entry, path=path, request=request, policies=policies))
+    errors.extend(_recorded_namespaces_errors(window, entry, path=path, snapshot=snapshot))
+    return errors
+
+
+def _recorded_policies_errors(
+    entry: Mapping[str, Any],
+    *,
+    path: str,
+    request: Request,
+    policies: Sequence[index.CompiledPolicy],
+) -> list[tuple[str, str]]:
+    """``policies`` must name only covering policies whose approverGroups hold the caller."""
+    qualifies = sorted(p.name for p in policies if approvals.is_approver(p.policy, request.groups))
+    listed = entry.get("policies") or []
+    if not listed:
+        return [
+            (
+                f"{path}.policies",
+                "required: the ChangePolicies this approval counts under; "
+                f"{request.user} may approve under: {', '.join(qualifies) or 'none'}",
+            )
+        ]
+    covering = {p.name: p for p in policies}
+    errors: list[tuple[str, str]] = []
+    for j, name in enumerate(listed):
+        p = covering.get(name)
+        if p is None:
+            errors.append(
+                (f"{path}.policies[{j}]", f"policy {name} does not control this window's targets")
+            )
+        elif not approvals.is_approver(p.policy, request.groups):
+            groups = ", ".join(p.policy.spec.approval.approver_groups) or "none configured"
             errors.append(
                 (
-                    f"{path}.specHash",
-                    f"must be the current specHash {new_hash} (the approval is of another version of the spec)",
+                    f"{path}.policies[{j}]",
+                    f"{request.user} is not in an approver group of policy {name} ({groups})",
                 )
             )
+    return errors
 
-    if approvals.spec_hash(old_raw) != new_hash:
-        errors.extend(_ticket_errors(window, policies))
-        if window.spec.emergency is not None:
-            schedule_changed = old_raw.get("schedule") != new_raw.get("schedule")
-            errors.extend(
-                _emergency_errors(
-                    window,
-                    request=request,
-                    policies=policies,
-                    now=now,
-                    check_start=schedule_changed,
-                )
+
+def _recorded_namespaces_errors(
+    window: crds.ChangeWindow,
+    entry: Mapping[str, Any],
+    *,
+    path: str,
+    snapshot: index.Snapshot,
+) -> list[tuple[str, str]]:
+    """For a selector window, ``namespaces`` records what the approver saw: it is required,
+    and may name only namespaces the window covers now."""
+    selector = any(t.namespace_selector is not None for t in window.spec.targets)
+    listed = entry.get("namespaces")
+    covered = snapshot.window_namespaces(window)
+    if listed is None:
+        if not selector:
+            return []
+        return [
+            (
+                f"{path}.namespaces",
+                "required for a window with a namespaceSelector target: the namespaces it "
+                f"covers now, which this approval is for ({', '.join(sorted(covered)) or 'none'})",
             )
-        return Result(errors=tuple(errors), warnings=_identity_warnings(window, snapshot))
-    return Result(errors=tuple(errors))
+        ]
+    unseen = sorted(set(listed) - covered)
+    if unseen:
+        return [
+            (
+                f"{path}.namespaces",
+                f"{', '.join(unseen)} not covered by this window now (it covers: {', '.join(sorted(covered)) or 'none'})",
+            )
+        ]
+    return []
+
+
+def _plan_errors(
+    window: crds.ChangeWindow,
+    policies: Sequence[index.CompiledPolicy],
+    *,
+    snapshot: index.Snapshot,
+) -> list[tuple[str, str]]:
+    """What a plan must satisfy under each controlling policy: ticketPattern, windowLimits
+    (break-glass windows carry an incident id and answer to breakGlass.maxDuration instead)."""
+    if window.spec.emergency is not None:
+        return []
+    errors = _ticket_errors(window, policies)
+    for p in policies:
+        limits_ = p.policy.spec.window_limits
+        if limits_ is None:
+            continue
+        for problem in limits.violations(
+            limits_, window, covered=lambda: snapshot.window_namespaces(window)
+        ):
+            errors.append(("spec", f"{problem} (windowLimits of policy {p.name})"))
+    return errors
 
 
 def _ticket_errors(
@@ -217,9 +416,13 @@ def _emergency_errors(
     now: datetime.datetime,
     check_start: bool,
 ) -> list[tuple[str, str]]:
+    """Break-glass holds per policy: the window names the policies whose break-glass it uses,
+    and the caller must be in each one's breakGlass groups (as authenticated now)."""
     errors: list[tuple[str, str]] = []
     emergency = window.spec.emergency
-    if emergency is not None and not emergency.reason.strip():
+    if emergency is None:
+        return errors
+    if not emergency.reason.strip():
         errors.append(("spec.emergency.reason", "must say why break-glass is needed"))
     offering = [p for p in policies if p.policy.spec.break_glass is not None]
     eligible = [p for p in offering if approvals.is_break_glass_member(p.policy, request.groups)]
@@ -241,13 +444,40 @@ def _emergency_errors(
                 f"{request.user} is not in a breakGlass group ({', '.join(groups) or 'none configured'})",
             )
         )
+    covering = {p.name: p for p in policies}
+    used: list[index.CompiledPolicy] = []
+    if offering and eligible and not emergency.policies:
+        errors.append(
+            (
+                "spec.emergency.policies",
+                "required: the ChangePolicies whose break-glass you use; "
+                f"{request.user} may use: {', '.join(p.name for p in eligible)}",
+            )
+        )
+    for j, name in enumerate(emergency.policies):
+        path = f"spec.emergency.policies[{j}]"
+        p = covering.get(name)
+        if p is None:
+            errors.append((path, f"policy {name} does not control this window's targets"))
+        elif p.policy.spec.break_glass is None:
+            errors.append((path, f"policy {name} offers no break-glass"))
+        elif not approvals.is_break_glass_member(p.policy, request.groups):
+            allowed = ", ".join(p.policy.spec.break_glass.groups) or "none configured"
+            errors.append(
+                (
+                    path,
+                    f"{request.user} is not in the breakGlass groups of policy {name} ({allowed})",
+                )
+            )
+        else:
+            used.append(p)
     one_off = window.spec.schedule.one_off
     if one_off is None:
         errors.append(("spec.schedule", "an emergency window needs a one-off start/end schedule"))
         return errors
-    if eligible:
+    if used:
         limit = min(
-            p.policy.spec.break_glass.max_duration for p in eligible if p.policy.spec.break_glass
+            p.policy.spec.break_glass.max_duration for p in used if p.policy.spec.break_glass
         )
         if one_off.end - one_off.start > limit:
             errors.append(
@@ -264,6 +494,94 @@ def _emergency_errors(
             )
         )
     return errors
+
+
+def _emergency_warnings(
+    window: crds.ChangeWindow, policies: Sequence[index.CompiledPolicy]
+) -> list[str]:
+    """Policies the emergency window covers but does not break glass under: say so now, not
+    at 3 a.m. when the change there is denied."""
+    listed = set(window.spec.emergency.policies) if window.spec.emergency else set()
+    others = [p.name for p in policies if p.name not in listed]
+    if not others:
+        return []
+    return [
+        f"changegate: this emergency window is not a break-glass window under {', '.join(others)}: "
+        "changes controlled by those policies still need an approved window"
+    ]
+
+
+# -- ChangePolicy: paths with a related effect that a policy leaves open ----------------------
+
+WORKLOADS: tuple[tuple[str, str], ...] = (
+    ("", "pods"),
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("", "replicationcontrollers"),
+)
+"""Every kind a person can use to run containers: controlling some but not all of them
+leaves a side door (create a Job instead of updating the Deployment)."""
+
+POD_ACCESS = ("pods/exec", "pods/attach", "pods/portforward", "pods/proxy")
+"""CONNECT paths into a running pod: controlling exec but not attach leaves the same door."""
+
+HPA = ("autoscaling", "horizontalpodautoscalers")
+
+
+def open_paths(policy: crds.ChangePolicy) -> list[str]:
+    """Warnings for ``kubectl apply`` of a policy: related API paths it leaves open.
+
+    Paths with the *same* effect (scale, eviction, ephemeral containers, resize) are
+    controlled automatically (``matching.effective_rules``); these are the ones a platform
+    team must decide on, because changegate cannot tell whether leaving them open is meant.
+    """
+    rules = [
+        matching.CompiledRule(r) for r in matching.effective_rules(policy.spec.match.resources)
+    ]
+
+    def controls(group: str, resource: str, operation: str) -> bool:
+        base, _, sub = resource.partition("/")
+        patterns = matching.resource_patterns(base, sub)
+        return any(r.covers(api_group=group, patterns=patterns, operation=operation) for r in rules)
+
+    name = policy.metadata.name
+    warnings: list[str] = []
+    writes = ("CREATE", "UPDATE")
+    controlled = [(g, r) for g, r in WORKLOADS if any(controls(g, r, op) for op in writes)]
+    if controlled:
+        missing = [
+            f"{r}.{g}" if g else r
+            for g, r in WORKLOADS
+            if (g, r) not in controlled or not all(controls(g, r, op) for op in writes)
+        ]
+        if missing:
+            warnings.append(
+                f"changegate: policy {name} controls some workloads but not CREATE/UPDATE of "
+                f"{', '.join(missing)}: whoever may write those runs containers without a window"
+            )
+        if not all(controls(HPA[0], HPA[1], op) for op in writes):
+            warnings.append(
+                f"changegate: policy {name} does not control horizontalpodautoscalers.autoscaling:"
+                " an HPA scales a controlled workload through the controller-manager, which is"
+                " exempt, so creating one changes the workload without a window"
+            )
+    access = [p for p in POD_ACCESS if controls("", p, "CONNECT")]
+    if access and len(access) < len(POD_ACCESS):
+        missing = [p for p in POD_ACCESS if p not in access]
+        warnings.append(
+            f"changegate: policy {name} controls {', '.join(access)} but not CONNECT to"
+            f" {', '.join(missing)}: those reach the same running containers"
+        )
+    if access and not controls("", "pods/ephemeralcontainers", "UPDATE"):
+        warnings.append(
+            f"changegate: policy {name} controls access to running pods but not UPDATE of pods"
+            " (pods/ephemeralcontainers): `kubectl debug` adds a container to a running pod"
+        )
+    return warnings
 
 
 def _identity_warnings(window: crds.ChangeWindow, snapshot: index.Snapshot) -> tuple[str, ...]:

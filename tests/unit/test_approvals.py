@@ -55,8 +55,11 @@ H = approvals.spec_hash(SPEC)
 OLD = "sha256:" + "0" * 64
 
 
-def window(entries: list[tuple[str, str]]) -> crds.ChangeWindow:
-    spec = {**SPEC, "approvals": [{"approver": a, "specHash": h} for a, h in entries]}
+def window(entries: list[tuple[str, str]], *, under: tuple[str, ...] = ("p",)) -> crds.ChangeWindow:
+    spec = {
+        **SPEC,
+        "approvals": [{"approver": a, "specHash": h, "policies": list(under)} for a, h in entries],
+    }
     return crds.ChangeWindow.model_validate({"metadata": {"name": "w"}, "spec": spec})
 
 
@@ -82,7 +85,7 @@ def test_only_distinct_non_requester_approvals_of_the_current_spec_count(
     stale: tuple[str, ...],
     approved: bool,
 ) -> None:
-    state = approvals.approval_state(window(entries), current_hash=H, required=required)
+    state = approvals.approval_state(window(entries), current_hash=H, policy="p", required=required)
     assert (state.valid, state.stale, state.approved) == (valid, stale, approved)
     assert state.summary == f"{len(valid)}/{required}"
 
@@ -95,27 +98,64 @@ def _policy(**spec: Any) -> crds.ChangePolicy:
     return crds.ChangePolicy.model_validate({"metadata": {"name": "p"}, "spec": body})
 
 
-def test_strictest_required_count_applies_and_none_means_zero() -> None:
-    ps = [_policy(approval={"required": 1}), _policy(approval={"required": 3})]
-    assert approvals.required_approvals(ps) == 3
-    assert approvals.required_approvals([]) == 0
+def test_approvals_recorded_for_another_policy_neither_count_nor_go_stale_here() -> None:
+    w = window([("bob", H), ("carol", OLD)], under=("other",))
+    state = approvals.approval_state(w, current_hash=H, policy="p", required=1)
+    assert (state.valid, state.stale, state.approved) == ((), (), False)
+
+
+def test_a_recorded_namespace_list_limits_what_an_approval_covers() -> None:
+    spec = {
+        **SPEC,
+        "approvals": [
+            {"approver": "bob", "specHash": H, "policies": ["p"], "namespaces": ["payments"]}
+        ],
+    }
+    w = crds.ChangeWindow.model_validate({"metadata": {"name": "w"}, "spec": spec})
+    assert approvals.approval_state(
+        w, current_hash=H, policy="p", required=1, namespace="payments"
+    ).approved
+    assert not approvals.approval_state(
+        w, current_hash=H, policy="p", required=1, namespace="ledger"
+    ).approved
+
+
+def test_the_window_shows_the_policy_furthest_from_approval_and_none_means_zero() -> None:
+    w = window([("bob", H)])
+    states = approvals.approval_states(
+        w,
+        current_hash=H,
+        policies=[_policy(approval={"required": 1}), _named("q", approval={"required": 3})],
+    )
+    assert approvals.least_approved(states).summary == "0/3"
+    assert approvals.least_approved({}).summary == "0/0"
+
+
+def _named(name: str, **spec: Any) -> crds.ChangePolicy:
+    body = {
+        "match": {"resources": [{"apiGroups": ["*"], "resources": ["*"], "operations": ["*"]}]},
+        **spec,
+    }
+    return crds.ChangePolicy.model_validate({"metadata": {"name": name}, "spec": body})
 
 
 @pytest.mark.parametrize(
-    ("break_glass", "hours", "honoured"),
+    ("break_glass", "hours", "named", "honoured"),
     [
-        ({"groups": ["sre"], "maxDuration": "4h"}, 4, True),
-        ({"groups": ["sre"], "maxDuration": "4h"}, 5, False),
-        (None, 1, False),
+        ({"groups": ["sre"], "maxDuration": "4h"}, 4, ["p"], True),
+        ({"groups": ["sre"], "maxDuration": "4h"}, 5, ["p"], False),
+        ({"groups": ["sre"], "maxDuration": "4h"}, 1, ["other"], False),
+        ({"groups": ["sre"], "maxDuration": "4h"}, 1, [], False),
+        (None, 1, ["p"], False),
     ],
 )
-def test_emergency_window_is_honoured_up_to_max_duration(
-    break_glass: dict[str, Any] | None, hours: int, honoured: bool
+def test_emergency_window_is_honoured_by_the_policies_it_names_up_to_max_duration(
+    break_glass: dict[str, Any] | None, hours: int, named: list[str], honoured: bool
 ) -> None:
     start = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     spec = {
         **SPEC,
-        "emergency": {"reason": "INC-1"},
+        "emergency": {"reason": "INC-1", "policies": named},
         "schedule": {
             "start": start.isoformat(),
             "end": (start + dt.timedelta(hours=hours)).isoformat(),

@@ -50,12 +50,18 @@ def window_spec(**spec: Any) -> dict[str, Any]:
 
 
 def window(
-    name: str = "w1", *, approved_by: tuple[str, ...] = ("bob@example.com",), **spec: Any
+    name: str = "w1",
+    *,
+    approved_by: tuple[str, ...] = ("bob@example.com",),
+    under: tuple[str, ...] = ("payments-prod",),
+    **spec: Any,
 ) -> tuple[crds.ChangeWindow, dict[str, Any]]:
-    """A window approved by ``approved_by`` for its current spec; returns (model, raw spec)."""
+    """A window approved by ``approved_by`` for its current spec, under the policies
+    ``under``; returns (model, raw spec)."""
     raw = window_spec(**spec)
     h = approvals.spec_hash(raw)
-    raw = {**raw, "approvals": [{"approver": a, "specHash": h} for a in approved_by]}
+    entries = [{"approver": a, "specHash": h, "policies": list(under)} for a in approved_by]
+    raw = {**raw, "approvals": entries}
     return crds.ChangeWindow.model_validate({"metadata": {"name": name}, "spec": raw}), raw
 
 
@@ -114,7 +120,7 @@ def run(
         pytest.param(request(namespace="other"), id="other-namespace"),
         pytest.param(request(resource="configmaps", api_group=""), id="other-resource"),
         pytest.param(request(operation="DELETE"), id="other-operation"),
-        pytest.param(request(subresource="scale"), id="subresource-not-named"),
+        pytest.param(request(subresource="rollback"), id="subresource-not-named"),
     ],
 )
 def test_request_no_policy_matches_is_not_controlled(req: decide.Request) -> None:
@@ -145,9 +151,17 @@ def test_namespace_selector_is_evaluated_against_namespace_labels() -> None:
 
 
 def test_cluster_scoped_request_is_controlled_only_by_unscoped_policy() -> None:
-    rule = {"apiGroups": [""], "resources": ["namespaces"], "operations": ["DELETE"]}
+    rule = {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"],
+        "operations": ["DELETE"],
+    }
     req = request(
-        api_group="", resource="namespaces", namespace="", name="payments", operation="DELETE"
+        api_group="rbac.authorization.k8s.io",
+        resource="clusterroles",
+        namespace="",
+        name="admin",
+        operation="DELETE",
     )
     scoped = policy(match={"resources": [rule], "namespaces": ["payments"]})
     unscoped = policy(match={"resources": [rule]})
@@ -436,7 +450,7 @@ def _emergency(**kw: Any) -> tuple[crds.ChangeWindow, dict[str, Any]]:
     return window(
         "break-glass",
         approved_by=(),
-        emergency={"reason": "INC-77 payments down"},
+        emergency={"reason": "INC-77 payments down", "policies": ["payments-prod"]},
         schedule={"start": "2026-12-01T13:00:00Z", "end": "2026-12-01T15:00:00Z"},
         **kw,
     )
@@ -490,9 +504,272 @@ def test_strictest_enforcement_among_denying_policies_decides(
 def test_every_controlling_policy_must_allow() -> None:
     lenient = policy("a-lenient", approval={"required": 0})
     strict = policy("b-strict", approval={"required": 2, "approverGroups": ["cab"]})
-    d = run(snap=snapshot(policies=[lenient, strict]))
+    w = window(under=("a-lenient", "b-strict"))
+    d = run(snap=snapshot(policies=[lenient, strict], windows=[w]))
     assert (d.allowed, d.policy, d.reason) == (False, "b-strict", decide.Reason.NOT_APPROVED)
     assert "1 of 2 approvals" in d.message
+
+
+# -- per policy, always: approvals and break-glass never leak across policies -----------------
+
+
+def _two_policies(**b_spec: Any) -> list[crds.ChangePolicy]:
+    """Policy A controls payments (change-approvers); policy B controls ledger (db-approvers)."""
+    a = policy("a-payments", breakGlass={"groups": ["sre-oncall"], "maxDuration": "4h"})
+    b = policy(
+        "b-ledger",
+        match={"resources": [DEPLOY_RULE], "namespaces": ["ledger"]},
+        approval={"required": 1, "approverGroups": ["db-approvers"]},
+        **b_spec,
+    )
+    return [a, b]
+
+
+_BOTH = {
+    "targets": [{"namespaces": ["payments", "ledger"], "resources": [DEPLOY_RULE]}],
+}
+
+
+def test_an_approval_counts_only_under_the_policies_it_recorded() -> None:
+    snap = snapshot(
+        policies=_two_policies(),
+        windows=[window(under=("a-payments",), **_BOTH)],
+        namespaces={"payments": {}, "ledger": {}},
+    )
+    assert run(request(namespace="payments"), snap).reason is decide.Reason.WINDOW
+    d = run(request(namespace="ledger"), snap)
+    assert (d.allowed, d.policy, d.reason) == (False, "b-ledger", decide.Reason.NOT_APPROVED)
+    assert "db-approvers" in d.message
+
+
+def test_an_approval_under_both_policies_opens_both() -> None:
+    snap = snapshot(
+        policies=_two_policies(),
+        windows=[window(under=("a-payments", "b-ledger"), **_BOTH)],
+        namespaces={"payments": {}, "ledger": {}},
+    )
+    assert run(request(namespace="ledger"), snap).reason is decide.Reason.WINDOW
+
+
+def test_an_approval_without_recorded_policies_counts_nowhere() -> None:
+    snap = snapshot(windows=[window(under=())])
+    assert run(snap=snap).reason is decide.Reason.NOT_APPROVED
+
+
+def test_required_is_per_policy() -> None:
+    a, b = _two_policies()
+    b = policy(
+        "b-ledger",
+        match={"resources": [DEPLOY_RULE], "namespaces": ["ledger"]},
+        approval={"required": 2, "approverGroups": ["db-approvers"]},
+    )
+    snap = snapshot(
+        policies=[a, b],
+        windows=[window(under=("a-payments", "b-ledger"), **_BOTH)],
+        namespaces={"payments": {}, "ledger": {}},
+    )
+    assert run(request(namespace="payments"), snap).reason is decide.Reason.WINDOW
+    assert "1 of 2 approvals" in run(request(namespace="ledger"), snap).message
+
+
+def test_break_glass_admits_only_under_the_policies_the_window_names() -> None:
+    a, b = _two_policies(breakGlass={"groups": ["dba-oncall"], "maxDuration": "4h"})
+    w = window(
+        "break-glass",
+        approved_by=(),
+        emergency={"reason": "INC-77", "policies": ["a-payments"]},
+        schedule={"start": "2026-12-01T13:00:00Z", "end": "2026-12-01T15:00:00Z"},
+        **_BOTH,
+    )
+    snap = snapshot(policies=[a, b], windows=[w], namespaces={"payments": {}, "ledger": {}})
+    assert run(request(namespace="payments"), snap).reason is decide.Reason.EMERGENCY
+    d = run(request(namespace="ledger"), snap)
+    assert (d.allowed, d.policy) == (False, "b-ledger")
+
+
+# -- scope cannot be escaped sideways --------------------------------------------------------
+
+_SELECTED = {"matchLabels": {"changegate.io/controlled": "true"}}
+
+
+def _selector_policy() -> crds.ChangePolicy:
+    return policy(match={"resources": [DEPLOY_RULE], "namespaceSelector": _SELECTED})
+
+
+def _ns_request(
+    operation: str, *, old: dict[str, str], new: dict[str, str] | None
+) -> decide.Request:
+    return request(
+        api_group="",
+        resource="namespaces",
+        kind="Namespace",
+        namespace="payments",
+        name="payments",
+        operation=operation,
+        old_object={"metadata": {"name": "payments", "labels": old}},
+        object=None if new is None else {"metadata": {"name": "payments", "labels": new}},
+    )
+
+
+CONTROLLED_LABELS = {"changegate.io/controlled": "true", "team": "pay"}
+
+
+@pytest.mark.parametrize(
+    ("operation", "old", "new"),
+    [
+        pytest.param("UPDATE", CONTROLLED_LABELS, {"team": "pay"}, id="label-removed"),
+        pytest.param("UPDATE", {"team": "pay"}, CONTROLLED_LABELS, id="label-added"),
+        pytest.param("DELETE", CONTROLLED_LABELS, None, id="namespace-deleted"),
+    ],
+)
+def test_a_change_that_moves_a_namespace_across_a_policy_scope_is_controlled_by_it(
+    operation: str, old: dict[str, str], new: dict[str, str] | None
+) -> None:
+    snap = snapshot(policies=[_selector_policy()], namespaces={"payments": old})
+    d = run(_ns_request(operation, old=old, new=new), snap)
+    assert (d.allowed, d.policy, d.reason) == (False, "payments-prod", decide.Reason.NO_WINDOW)
+    assert "namespaces payments" in d.message
+
+
+def test_a_namespace_change_that_keeps_the_scope_is_not_controlled() -> None:
+    labels = {**CONTROLLED_LABELS, "cost-center": "1"}
+    snap = snapshot(policies=[_selector_policy()], namespaces={"payments": CONTROLLED_LABELS})
+    d = run(_ns_request("UPDATE", old=CONTROLLED_LABELS, new=labels), snap)
+    assert d.reason is decide.Reason.NOT_CONTROLLED
+
+
+def test_deleting_a_namespace_a_policy_lists_is_controlled() -> None:
+    d = run(_ns_request("DELETE", old={}, new=None))
+    assert (d.allowed, d.reason) == (False, decide.Reason.NO_WINDOW)
+
+
+def test_a_window_for_the_namespace_object_admits_the_relabel() -> None:
+    rule = {"apiGroups": [""], "resources": ["namespaces"], "operations": ["UPDATE"]}
+    w = window(targets=[{"namespaces": ["payments"], "resources": [rule]}])
+    snap = snapshot(policies=[_selector_policy()], windows=[w], namespaces={"payments": {}})
+    d = run(_ns_request("UPDATE", old=CONTROLLED_LABELS, new={}), snap)
+    assert (d.allowed, d.reason) == (True, decide.Reason.WINDOW)
+
+
+def test_a_request_in_a_namespace_the_index_has_not_seen_is_never_not_controlled() -> None:
+    snap = snapshot(policies=[_selector_policy()], windows=[], namespaces={})
+    d = run(snap=snap)
+    assert (d.allowed, d.reason) == (False, decide.Reason.UNKNOWN_NAMESPACE)
+    assert "retry" in d.message
+    # With the labels read from the API server, it is decided as usual.
+    labelled = decide.decide(request(), snapshot=snap, now=NOW, namespace_labels=CONTROLLED_LABELS)
+    assert labelled.reason is decide.Reason.NO_WINDOW
+    unlabelled = decide.decide(request(), snapshot=snap, now=NOW, namespace_labels={})
+    assert unlabelled.reason is decide.Reason.NOT_CONTROLLED
+
+
+def test_an_unseen_namespace_needs_no_lookup_when_no_policy_selects_by_label() -> None:
+    assert run(snap=snapshot(namespaces={})).reason is decide.Reason.WINDOW
+
+
+def _selector_window(*, signed: list[str] | None) -> tuple[crds.ChangeWindow, dict[str, Any]]:
+    raw = window_spec(targets=[{"namespaceSelector": _SELECTED, "resources": [DEPLOY_RULE]}])
+    entry: dict[str, Any] = {
+        "approver": "bob@example.com",
+        "specHash": approvals.spec_hash(raw),
+        "policies": ["payments-prod"],
+    }
+    if signed is not None:
+        entry["namespaces"] = signed
+    raw = {**raw, "approvals": [entry]}
+    return crds.ChangeWindow.model_validate({"metadata": {"name": "w1"}, "spec": raw}), raw
+
+
+def test_an_approval_never_covers_a_namespace_a_selector_picked_up_after_signing() -> None:
+    snap = snapshot(
+        policies=[policy(match={"resources": [DEPLOY_RULE]})],
+        windows=[_selector_window(signed=["payments"])],
+        namespaces={"payments": CONTROLLED_LABELS, "ledger": CONTROLLED_LABELS},
+    )
+    assert run(request(namespace="payments"), snap).reason is decide.Reason.WINDOW
+    d = run(request(namespace="ledger"), snap)
+    assert (d.allowed, d.reason) == (False, decide.Reason.NOT_APPROVED)
+    assert "no approval covers ledger" in d.message
+    assert "approve w1" in d.message
+
+
+def test_a_selector_window_approval_without_recorded_namespaces_covers_none() -> None:
+    snap = snapshot(
+        policies=[policy(match={"resources": [DEPLOY_RULE]})],
+        windows=[_selector_window(signed=None)],
+        namespaces={"payments": CONTROLLED_LABELS},
+    )
+    assert run(snap=snap).reason is decide.Reason.NOT_APPROVED
+
+
+# -- paths with the same effect --------------------------------------------------------------
+
+POD_RULE = {"apiGroups": [""], "resources": ["pods"], "operations": ["UPDATE", "DELETE"]}
+
+
+@pytest.mark.parametrize(
+    ("resource", "subresource", "operation", "rule"),
+    [
+        pytest.param("pods", "eviction", "CREATE", POD_RULE, id="eviction-is-a-delete"),
+        pytest.param("pods", "ephemeralcontainers", "UPDATE", POD_RULE, id="debug-is-an-update"),
+        pytest.param("pods", "resize", "UPDATE", POD_RULE, id="resize-is-an-update"),
+        pytest.param("deployments", "scale", "UPDATE", DEPLOY_RULE, id="scale-is-an-update"),
+    ],
+)
+def test_a_path_with_the_same_effect_is_controlled_with_the_action(
+    resource: str, subresource: str, operation: str, rule: dict[str, Any]
+) -> None:
+    group = "apps" if resource == "deployments" else ""
+    p = policy(match={"resources": [rule], "namespaces": ["payments"]})
+    req = request(api_group=group, resource=resource, subresource=subresource, operation=operation)
+    assert run(req, snapshot(policies=[p], windows=[])).reason is decide.Reason.NO_WINDOW
+    # ... and a window for the action admits it too.
+    w = window(targets=[{"namespaces": ["payments"], "resources": [rule]}])
+    assert run(req, snapshot(policies=[p], windows=[w])).reason is decide.Reason.WINDOW
+
+
+# -- windowLimits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "spec", "says"),
+    [
+        pytest.param(
+            {"maxDuration": "1h"},
+            {},
+            "stays open 2h at a stretch, more than maxDuration 1h",
+            id="too-long",
+        ),
+        pytest.param(
+            {"allowWildcards": False},
+            {
+                "targets": [
+                    {
+                        "namespaces": ["payments"],
+                        "resources": [
+                            {"apiGroups": ["*"], "resources": ["*"], "operations": ["*"]}
+                        ],
+                    }
+                ]
+            },
+            'apiGroups has "*"',
+            id="wildcards",
+        ),
+        pytest.param(
+            {"maxNamespaces": 1},
+            {"targets": [{"namespaces": ["payments", "other"], "resources": [DEPLOY_RULE]}]},
+            "covers 2 namespaces, more than maxNamespaces 1",
+            id="too-broad",
+        ),
+    ],
+)
+def test_a_window_beyond_the_policy_limits_admits_nothing_under_it(
+    limits: dict[str, Any], spec: dict[str, Any], says: str
+) -> None:
+    p = policy(windowLimits=limits)
+    d = run(snap=snapshot(policies=[p], windows=[window(**spec)]))
+    assert (d.allowed, d.reason) == (False, decide.Reason.NOT_APPROVED)
+    assert says in d.message and "windowLimits" in d.message
 
 
 # -- bookkeeping, status, dry-run -----------------------------------------------------------------

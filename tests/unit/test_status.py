@@ -52,7 +52,12 @@ def build(
     policies: list[crds.ChangePolicy] | None = None,
 ) -> tuple[crds.ChangeWindow, dict[str, Any], index.Snapshot]:
     h = approvals.spec_hash(raw)
-    raw = {**raw, "approvals": [{"approver": a, "specHash": h} for a in approved_by]}
+    raw = {
+        **raw,
+        "approvals": [
+            {"approver": a, "specHash": h, "policies": ["payments-prod"]} for a in approved_by
+        ],
+    }
     w = crds.ChangeWindow.model_validate({"metadata": {"name": "w1", "generation": 3}, "spec": raw})
     snap = index.Snapshot.build(
         policies=[POLICY] if policies is None else policies,
@@ -69,7 +74,7 @@ def status_of(raw: dict[str, Any], now: dt.datetime, **kw: Any) -> status.Window
     return status.window_status(w, raw_spec=r, snapshot=snap, now=now)
 
 
-EMERGENCY = {"emergency": {"reason": "INC-1"}}
+EMERGENCY = {"emergency": {"reason": "INC-1", "policies": ["payments-prod"]}}
 
 
 @pytest.mark.parametrize(

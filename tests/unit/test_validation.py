@@ -280,12 +280,24 @@ def test_delete_of_own_resources_is_allowed() -> None:
 # -- approvals ----------------------------------------------------------------------------------
 
 
-def _approve(body: dict[str, Any], approver: str, spec_hash: str | None = None) -> dict[str, Any]:
+def _approve(
+    body: dict[str, Any],
+    approver: str,
+    spec_hash: str | None = None,
+    *,
+    under: tuple[str, ...] = ("payments-prod",),
+    **extra: Any,
+) -> dict[str, Any]:
     new = copy.deepcopy(body)
     h = spec_hash or approvals.spec_hash(new["spec"])
-    new["spec"].setdefault("approvals", []).append(
-        {"approver": approver, "specHash": h, "approvedAt": "2026-12-01T13:00:00Z"}
-    )
+    entry = {
+        "approver": approver,
+        "specHash": h,
+        "approvedAt": "2026-12-01T13:29:00Z",
+        "policies": list(under),
+        **extra,
+    }
+    new["spec"].setdefault("approvals", []).append(entry)
     return new
 
 
@@ -317,7 +329,7 @@ def test_approval_must_be_by_an_approver_other_than_the_requester(
 ) -> None:
     old = window_body()
     d = admit(_approve(old, approver), operation="UPDATE", user=user, groups=groups, old=old)
-    assert (d.allowed, fields(d)) == (False, [path])
+    assert (d.allowed, fields(d)[0]) == (False, path)
 
 
 def test_approval_must_sign_the_current_spec_hash() -> None:
@@ -356,7 +368,7 @@ def test_spec_change_is_allowed_and_leaves_old_approvals_stale() -> None:
     assert admit(new, operation="UPDATE", user="alice", old=old).allowed
     stale = crds.ChangeWindow.model_validate(new)
     state = approvals.approval_state(
-        stale, current_hash=approvals.spec_hash(new["spec"]), required=1
+        stale, current_hash=approvals.spec_hash(new["spec"]), policy="payments-prod", required=1
     )
     assert (state.approved, state.stale) == (False, ("bob",))
 
@@ -376,9 +388,8 @@ def test_update_cannot_turn_a_window_into_an_emergency_without_break_glass() -> 
 def _emergency(
     start: str = "2026-12-01T13:30:00Z", end: str = "2026-12-01T15:30:00Z", **kw: Any
 ) -> dict[str, Any]:
-    return window_body(
-        emergency={"reason": "INC-77 payments down"}, schedule={"start": start, "end": end}, **kw
-    )
+    emergency = {"reason": "INC-77 payments down", "policies": ["payments-prod"]}
+    return window_body(emergency=emergency, schedule={"start": start, "end": end}, **kw)
 
 
 SRE = ("sre-oncall",)
@@ -446,3 +457,298 @@ def test_emergency_needs_a_covering_policy_with_break_glass() -> None:
     )
     d = admit(_emergency(), groups=SRE, snap=snap)
     assert "spec.emergency" in fields(d)
+
+
+# -- the plan is the requester's -----------------------------------------------------------------
+
+
+def _widened(body: dict[str, Any]) -> dict[str, Any]:
+    new = copy.deepcopy(body)
+    new["spec"]["identities"] = ["bobs-team"]
+    new["spec"]["targets"][0]["resources"][0]["resources"] = ["deployments", "configmaps"]
+    return new
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        pytest.param(("bob", APPROVER), id="an-approver"),
+        pytest.param(("root", ("system:masters",)), id="a-cluster-admin"),
+    ],
+)
+def test_only_the_requester_may_change_the_plan(who: tuple[str, tuple[str, ...]]) -> None:
+    old = window_body()
+    d = admit(_widened(old), operation="UPDATE", user=who[0], groups=who[1], old=old)
+    assert (d.allowed, fields(d)) == (False, ["spec"])
+    assert "only the requester alice may change" in d.message
+
+
+def test_an_approver_cannot_rewrite_the_plan_and_approve_it_in_one_update() -> None:
+    old = window_body()
+    new = _approve(_widened(old), "bob")
+    d = admit(new, operation="UPDATE", user="bob", groups=APPROVER, old=old)
+    assert (d.allowed, fields(d)) == (False, ["spec"])
+
+
+def test_the_requester_may_change_the_plan_and_others_may_remove_approvals() -> None:
+    old = _approve(window_body(), "bob")
+    assert admit(_widened(old), operation="UPDATE", user="alice", old=old).allowed
+    removed = copy.deepcopy(old)
+    removed["spec"]["approvals"] = []
+    assert admit(removed, operation="UPDATE", user="carol", old=old).allowed
+
+
+def test_an_approver_cannot_alter_his_own_approval() -> None:
+    old = _approve(window_body(), "bob")
+    altered = copy.deepcopy(old)
+    altered["spec"]["approvals"][0]["approvedAt"] = "2026-12-01T13:30:00Z"
+    d = admit(altered, operation="UPDATE", user="bob", groups=APPROVER, old=old)
+    assert (d.allowed, fields(d)) == (False, ["spec.approvals[0]"])
+    assert "cannot be altered" in d.message
+
+
+def test_new_approvals_come_after_the_existing_ones() -> None:
+    old = _approve(window_body(), "carol")
+    new = _approve(old, "bob")
+    new["spec"]["approvals"].reverse()
+    d = admit(new, operation="UPDATE", user="bob", groups=APPROVER, old=old)
+    assert d.allowed is False and "spec.approvals[1]" in fields(d)
+
+
+def test_an_approval_is_dated_when_it_is_given() -> None:
+    old = window_body()
+    new = _approve(old, "bob")
+    new["spec"]["approvals"][0]["approvedAt"] = "2026-11-01T00:00:00Z"
+    d = admit(new, operation="UPDATE", user="bob", groups=APPROVER, old=old)
+    assert fields(d) == ["spec.approvals[0].approvedAt"]
+
+
+# -- what an approval qualifies for is recorded, and verified when appended ---------------------
+
+
+def test_an_approval_must_record_the_policies_it_counts_under() -> None:
+    old = window_body()
+    d = admit(
+        _approve(old, "bob", under=()), operation="UPDATE", user="bob", groups=APPROVER, old=old
+    )
+    assert fields(d) == ["spec.approvals[0].policies"]
+    assert "bob may approve under: payments-prod" in d.message
+
+
+def _two_policy_snapshot() -> index.Snapshot:
+    ledger = crds.ChangePolicy.model_validate(
+        {
+            "metadata": {"name": "ledger-prod"},
+            "spec": {
+                "match": {"resources": [RULE], "namespaces": ["ledger"]},
+                "approval": {"required": 1, "approverGroups": ["db-approvers"]},
+                "breakGlass": {"groups": ["dba-oncall"], "maxDuration": "4h"},
+            },
+        }
+    )
+    return index.Snapshot.build(
+        policies=[policy(), ledger],
+        identities=[IDENTITY],
+        windows=[],
+        namespaces={"payments": {}, "ledger": {}},
+    )
+
+
+BOTH = [{"namespaces": ["payments", "ledger"], "resources": [RULE]}]
+
+
+def test_an_approver_cannot_record_a_policy_whose_approver_group_he_is_not_in() -> None:
+    old = window_body(targets=BOTH)
+    new = _approve(old, "bob", under=("payments-prod", "ledger-prod"))
+    d = admit(
+        new, operation="UPDATE", user="bob", groups=APPROVER, old=old, snap=_two_policy_snapshot()
+    )
+    assert fields(d) == ["spec.approvals[0].policies[1]"]
+    assert "not in an approver group of policy ledger-prod (db-approvers)" in d.message
+    ok = _approve(old, "bob", under=("payments-prod",))
+    assert admit(
+        ok, operation="UPDATE", user="bob", groups=APPROVER, old=old, snap=_two_policy_snapshot()
+    ).allowed
+
+
+def test_an_approval_cannot_name_a_policy_that_does_not_control_the_window() -> None:
+    old = window_body()
+    d = admit(
+        _approve(old, "bob", under=("ledger-prod",)),
+        operation="UPDATE",
+        user="bob",
+        groups=APPROVER,
+        old=old,
+    )
+    assert fields(d) == ["spec.approvals[0].policies[0]"]
+
+
+SELECTED = {"matchLabels": {"tier": "prod"}}
+
+
+def _selector_snapshot() -> index.Snapshot:
+    return index.Snapshot.build(
+        policies=[policy(match={"resources": [RULE]})],
+        identities=[IDENTITY],
+        windows=[],
+        namespaces={"payments": {"tier": "prod"}, "ledger": {"tier": "dev"}},
+    )
+
+
+def test_a_selector_window_approval_records_the_namespaces_it_saw() -> None:
+    old = window_body(targets=[{"namespaceSelector": SELECTED, "resources": [RULE]}])
+    snap = _selector_snapshot()
+    d = admit(
+        _approve(old, "bob"), operation="UPDATE", user="bob", groups=APPROVER, old=old, snap=snap
+    )
+    assert fields(d) == ["spec.approvals[0].namespaces"]
+    assert "(payments)" in d.message
+    ok = _approve(old, "bob", namespaces=["payments"])
+    assert admit(ok, operation="UPDATE", user="bob", groups=APPROVER, old=old, snap=snap).allowed
+    unseen = _approve(old, "bob", namespaces=["payments", "ledger"])
+    d = admit(unseen, operation="UPDATE", user="bob", groups=APPROVER, old=old, snap=snap)
+    assert "ledger not covered by this window now" in d.message
+
+
+# -- break-glass holds per policy ---------------------------------------------------------------
+
+
+def test_an_emergency_window_must_name_the_policies_whose_break_glass_it_uses() -> None:
+    body = _emergency()
+    body["spec"]["emergency"]["policies"] = []
+    d = admit(body, groups=SRE)
+    assert fields(d) == ["spec.emergency.policies"]
+    assert "may use: payments-prod" in d.message
+
+
+def test_break_glass_for_one_policy_does_not_extend_to_another() -> None:
+    snap = _two_policy_snapshot()
+    body = _emergency(targets=BOTH)
+    body["spec"]["emergency"]["policies"] = ["payments-prod", "ledger-prod"]
+    d = admit(body, groups=SRE, snap=snap)
+    assert fields(d) == ["spec.emergency.policies[1]"]
+    assert "not in the breakGlass groups of policy ledger-prod" in d.message
+    # Naming only the policy she may break glass under is accepted, with a warning that the
+    # other policy's resources still need an approved window.
+    body["spec"]["emergency"]["policies"] = ["payments-prod"]
+    d = admit(body, groups=SRE, snap=snap)
+    assert d.allowed and any("not a break-glass window under ledger-prod" in w for w in d.warnings)
+
+
+# -- windowLimits ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "spec", "says"),
+    [
+        pytest.param(
+            {"maxLifetime": "30d"},
+            {"schedule": {"start": "2026-12-01T00:00:00Z", "end": "2126-12-01T00:00:00Z"}},
+            "more than maxLifetime 30d",
+            id="hundred-year-window",
+        ),
+        pytest.param(
+            {"maxDuration": "8h"},
+            {"schedule": {"cron": "* * * * *", "duration": "2h", "timeZone": "UTC"}},
+            "open without end",
+            id="always-open-cron",
+        ),
+        pytest.param(
+            {"maxLifetime": "30d"},
+            {"schedule": {"cron": "0 22 * * 2", "duration": "2h", "timeZone": "UTC"}},
+            "needs notBefore and notAfter",
+            id="recurring-forever",
+        ),
+        pytest.param(
+            {"allowWildcards": False},
+            {
+                "targets": [
+                    {
+                        "namespaceSelector": {},
+                        "resources": [
+                            {"apiGroups": ["*"], "resources": ["*/*"], "operations": ["*"]}
+                        ],
+                    }
+                ]
+            },
+            "namespaceSelector {} selects every namespace",
+            id="everything-everywhere",
+        ),
+    ],
+)
+def test_a_window_beyond_the_policy_limits_is_refused(
+    limits: dict[str, Any], spec: dict[str, Any], says: str
+) -> None:
+    snap = index.Snapshot.build(
+        policies=[policy(match={"resources": [RULE]}, windowLimits=limits)],
+        identities=[IDENTITY],
+        windows=[],
+        namespaces={"payments": {}},
+    )
+    d = admit(window_body(**spec), snap=snap)
+    assert (d.allowed, set(fields(d))) == (False, {"spec"})
+    assert says in d.message and "windowLimits of policy payments-prod" in d.message
+
+
+def test_a_window_within_the_limits_is_admitted() -> None:
+    limits = {
+        "maxDuration": "8h",
+        "maxLifetime": "30d",
+        "maxNamespaces": 2,
+        "allowWildcards": False,
+    }
+    snap = index.Snapshot.build(
+        policies=[policy(windowLimits=limits)], identities=[IDENTITY], windows=[], namespaces={}
+    )
+    assert admit(window_body(), snap=snap).allowed
+
+
+# -- a policy says which related paths it leaves open --------------------------------------------
+
+
+def _policy_body(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": crds.API_VERSION,
+        "kind": "ChangePolicy",
+        "metadata": {"name": "workloads"},
+        "spec": {"match": {"resources": rules}},
+    }
+
+
+def test_a_policy_controlling_some_workloads_warns_about_the_others() -> None:
+    d = admit(_policy_body([RULE]), kind="ChangePolicy")
+    assert d.allowed
+    text = " ".join(d.warnings)
+    # deployments are only controlled for UPDATE: creating one is a side door too.
+    assert "pods, deployments.apps, replicasets.apps" in text and "jobs.batch" in text
+    assert "horizontalpodautoscalers" in text
+
+
+def test_a_policy_controlling_exec_warns_about_attach_and_debug() -> None:
+    rule = {"apiGroups": [""], "resources": ["pods/exec"], "operations": ["CONNECT"]}
+    text = " ".join(admit(_policy_body([rule]), kind="ChangePolicy").warnings)
+    assert "pods/attach, pods/portforward, pods/proxy" in text
+    assert "kubectl debug" in text
+
+
+def test_a_complete_workloads_policy_warns_about_nothing() -> None:
+    rules = [
+        {"apiGroups": [""], "resources": ["pods", "replicationcontrollers"], "operations": ["*"]},
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"],
+            "operations": ["*"],
+        },
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "operations": ["*"]},
+        {
+            "apiGroups": ["autoscaling"],
+            "resources": ["horizontalpodautoscalers"],
+            "operations": ["*"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["pods/exec", "pods/attach", "pods/portforward", "pods/proxy"],
+            "operations": ["CONNECT"],
+        },
+    ]
+    assert admit(_policy_body(rules), kind="ChangePolicy").warnings == ()
