@@ -650,7 +650,10 @@ def _deny(denying: list[_Verdict], ctx: _Context) -> Decision:
         resource=explain.resource_label(
             api_group=req.api_group, resource=req.resource, subresource=req.subresource
         ),
-        obj=explain.object_label(namespace=req.namespace, name=ctx.name),
+        # A Namespace is its own namespace in a review; "payments", not "payments/payments".
+        obj=explain.object_label(
+            namespace="" if _is_namespace_object(req) else req.namespace, name=ctx.name
+        ),
         user=req.user,
         why=chosen.why,
         policy=chosen.policy.name,

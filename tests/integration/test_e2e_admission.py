@@ -218,7 +218,7 @@ class World:
             "schedule": {"start": iso(span[0]), "end": iso(span[1])},
         }
         if emergency:
-            spec["emergency"] = {"reason": emergency}
+            spec["emergency"] = {"reason": emergency, "policies": [self.policy]}
         return {
             "apiVersion": "changegate.io/v1alpha1",
             "kind": "ChangeWindow",
@@ -257,7 +257,8 @@ class World:
             {
                 "approver": approver or who[0],
                 "specHash": self.spec_hash(name),
-                "approvedAt": iso(NOW),
+                "approvedAt": iso(datetime.datetime.now(datetime.UTC)),
+                "policies": [self.policy],
             }
         )
         patch = json.dumps({"spec": {"approvals": approvals}})
