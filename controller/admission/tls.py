@@ -6,6 +6,21 @@ failurePolicy Fail a dropped review is a denied change. So the certificate chain
 again into the *same* ``ssl.SSLContext`` when the files change: OpenSSL copies the context's
 certificate into each new connection at handshake time, so new connections get the new chain
 and open ones keep theirs.
+
+A new CA has to reach two places: the webhook configuration's ``caBundle`` (what the API server
+trusts) and the certificate this server presents. Whichever comes second, every review in
+between fails -- denied under failurePolicy Fail. So the order is fixed, and they overlap:
+
+1. ``ca.crt`` changes: the reloader reports it at once (``on_change``), and the leader publishes
+   a bundle that carries the new CA *and* the CA that issued the certificate still being
+   served (``CertReloader.bundle``).
+2. A serving certificate from the new CA is held back (the old one keeps serving) until the
+   live webhook configuration trusts it, for ``TRUST_SETTLE_SECONDS``; then it is loaded.
+3. The old CA stays in the bundle ``RETIRED_CA_GRACE_SECONDS`` longer, for the other replicas,
+   whose Secret volumes may update a minute later; then it is dropped.
+
+A held certificate is loaded anyway when the one being served is about to expire: failing
+then is no worse than keeping an expired certificate.
 """
 
 from __future__ import annotations
@@ -18,17 +33,54 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import exceptions, x509
+from cryptography.hazmat.primitives import serialization
 
 from controller import pki
 
 logger = logging.getLogger("changegate.admission.tls")
 
-#: How often the files are checked; the rotation tools we know of renew days ahead of expiry.
-RELOAD_INTERVAL_SECONDS = 10.0
+#: How often the files are checked: a few small reads, and a new CA must reach the webhook's
+#: caBundle within seconds (a Secret volume or cert-manager gives no other signal).
+RELOAD_INTERVAL_SECONDS = 1.0
+#: How long the live caBundle must have trusted a new certificate before it is served.
+TRUST_SETTLE_SECONDS = 1.0
+#: How long a CA that issued a certificate we served stays in the published bundle afterwards.
+RETIRED_CA_GRACE_SECONDS = 300.0
+#: A certificate held back for the bundle is loaded anyway once the served one expires this soon.
+HOLD_LIMIT = datetime.timedelta(minutes=1)
+
+
+def issuers(chain_pem: bytes, cas_pem: bytes) -> list[bytes]:
+    """The CAs in ``cas_pem`` (PEM, canonical) that issued or are part of ``chain_pem``.
+
+    Empty when ``cas_pem`` would not let a client verify the chain; unreadable PEM counts as
+    no CA at all.
+    """
+    try:
+        chain = pki.load_certs(chain_pem)
+        cas = pki.load_certs(cas_pem)
+    except ValueError:
+        return []
+    found: list[bytes] = []
+    for ca in cas:
+        if any(cert == ca or _issued_by(cert, ca) for cert in chain):
+            pem = ca.public_bytes(serialization.Encoding.PEM)
+            if pem not in found:
+                found.append(pem)
+    return found
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, exceptions.InvalidSignature):
+        return False
+    return True
 
 
 def server_context(*, cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -50,15 +102,70 @@ class CertReloader:
     previous chain keeps serving.
     """
 
-    def __init__(self, *, context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    def __init__(
+        self,
+        *,
+        context: ssl.SSLContext,
+        cert_file: Path,
+        key_file: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.context = context
         self.cert_file = cert_file
         self.key_file = key_file
+        self._clock = clock
         self._loaded = _read_pair(cert_file, key_file)
         self.reloads = 0
+        # Set by follow_ca; without it the reloader only reloads the pair, as soon as it loads.
+        self.ca_file: Path | None = None
+        self._ca = b""
+        self._trusted: Callable[[bytes], bool] | None = None
+        self._on_change: Callable[[], None] = lambda: None
+        self._serving_cas: list[bytes] = []  # the CAs that issued what is served now
+        self._retired: list[tuple[float, list[bytes]]] = []  # (since, CAs) served before
+        self._held: bytes | None = None
+
+    def follow_ca(
+        self,
+        *,
+        ca_file: Path,
+        trusted: Callable[[bytes], bool] | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Also watch ``ca_file`` and order a CA rotation against the webhook's caBundle.
+
+        ``trusted(chain_pem)`` says whether the API server trusts a certificate yet; a new
+        pair is held back until it does. ``on_change`` is called when ``ca_file`` changes and
+        when a new pair is served: both change what ``bundle`` returns.
+        """
+        self.ca_file, self._trusted, self._on_change = ca_file, trusted, on_change
+        self._ca = _read_optional(ca_file)
+        self._serving_cas = issuers(self._loaded[0], self._ca)
+
+    def bundle(self, ca_pem: bytes) -> bytes:
+        """The caBundle to publish: ``ca_pem`` plus the CAs of what is or was just served.
+
+        ``ca_pem`` is the CA file's (or the Secret's) bundle. A CA missing from it stays in
+        while this replica serves a certificate it issued, and ``RETIRED_CA_GRACE_SECONDS``
+        after, so the API server never stops trusting a certificate a replica still serves.
+        """
+        now = self._clock()
+        self._retired = [
+            (since, cas) for since, cas in self._retired if now - since < RETIRED_CA_GRACE_SECONDS
+        ]
+        have = issuers(ca_pem, ca_pem)  # every CA in it, in canonical PEM
+        extra: list[bytes] = []
+        for ca in [*self._serving_cas, *(ca for _, cas in self._retired for ca in cas)]:
+            if ca not in have and ca not in extra:
+                extra.append(ca)
+        if not extra:
+            return ca_pem
+        head = ca_pem.rstrip(b"\n") + b"\n" if ca_pem.strip() else b""
+        return head + b"".join(extra)
 
     def check(self) -> bool:
         """Reload if the files changed since the last successful load; True if it reloaded."""
+        self._check_ca()
         try:
             pair = _read_pair(self.cert_file, self.key_file)
         except OSError as e:
@@ -66,7 +173,7 @@ class CertReloader:
             return False
         # Content, not mtime: a Secret volume swaps a symlink (the files' mtimes may not move),
         # and two writes within one mtime tick must still count. The files are a few KiB.
-        if pair == self._loaded:
+        if pair == self._loaded or not self._may_serve(pair[0]):
             return False
         try:
             with tempfile.TemporaryDirectory(prefix="changegate-tls-") as tmp:
@@ -80,9 +187,42 @@ class CertReloader:
             logger.warning("new TLS files do not load yet, keeping the current certificate: %s", e)
             return False
         self._loaded = pair
+        self._held = None
         self.reloads += 1
         logger.info("reloaded the serving certificate from %s", self.cert_file)
+        if self.ca_file is not None:
+            serving = issuers(pair[0], self._ca)
+            retired = [ca for ca in self._serving_cas if ca not in serving]
+            if retired:
+                self._retired.append((self._clock(), retired))
+            self._serving_cas = serving
+            self._on_change()
         return True
+
+    def _check_ca(self) -> None:
+        if self.ca_file is None:
+            return
+        ca = _read_optional(self.ca_file)
+        if ca and ca != self._ca:
+            self._ca = ca
+            logger.info("the CA bundle in %s changed", self.ca_file)
+            self._on_change()
+
+    def _may_serve(self, cert_pem: bytes) -> bool:
+        """Whether a new certificate may be loaded now (trusted, or the old one is expiring)."""
+        if self._trusted is None or self._trusted(cert_pem):
+            return True
+        try:
+            left = pki.not_after(self._loaded[0]) - datetime.datetime.now(datetime.UTC)
+        except ValueError:
+            left = datetime.timedelta(0)
+        if left < HOLD_LIMIT:
+            logger.warning("serving a certificate the webhook's caBundle does not trust yet")
+            return True
+        if self._held != cert_pem:
+            self._held = cert_pem
+            logger.info("new serving certificate held until the webhook's caBundle trusts it")
+        return False
 
     async def run(self, interval: float = RELOAD_INTERVAL_SECONDS) -> None:
         """Check every ``interval`` seconds until cancelled."""
@@ -93,6 +233,13 @@ class CertReloader:
 
 def _read_pair(cert_file: Path, key_file: Path) -> tuple[bytes, bytes]:
     return cert_file.read_bytes(), key_file.read_bytes()
+
+
+def _read_optional(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 # -- dev mode ------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ CA rotation keeps every replica reachable, in three steps over time:
 
 1. The CA expires within ``renew_before``: a new CA is made and the bundle carries **both**
    (new first). The serving certificate stays the one the old CA signed, which the API server
-   still trusts -- the leader's reconciler writes the two-CA bundle into the webhook
-   configuration on its next pass, and every replica picks up the files within a minute.
+   still trusts -- the leader writes the two-CA bundle into the webhook configuration as
+   soon as the files change (the TLS reloader reports a new ca.crt), and every replica picks
+   up the files within ``REFRESH_SECONDS``.
 2. After ``ca_overlap`` (one hour by default, far longer than any refresh period) the serving
    certificate is re-issued by the new CA; the bundle already trusts it everywhere.
 3. Once the old CA has expired it is dropped from the bundle.
@@ -29,7 +30,7 @@ CA rotation keeps every replica reachable, in three steps over time:
 The I/O shell (``SecretCertificates``) uses the official synchronous client in worker threads,
 like the rest of the operator: every replica gets (or, on first start, creates) the Secret and
 writes ``tls.crt``, ``tls.key`` and ``ca.crt`` atomically into its cert dir before the server
-starts; afterwards it re-reads the Secret every ``refresh_every`` seconds and rewrites the files
+starts; afterwards it re-reads the Secret every ``REFRESH_SECONDS`` and rewrites the files
 when they changed -- the admission server's TLS reloader picks them up without dropping the
 listener. Writes carry the read ``resourceVersion``: two replicas racing get one winner and a
 409 for the other, which simply re-reads.
@@ -65,6 +66,9 @@ CA_OVERLAP = datetime.timedelta(hours=1)
 CA_DAYS = 3650
 SERVING_DAYS = 365
 CA_COMMON_NAME = "changegate webhook CA"
+#: How often every replica re-reads the Secret (one small GET): a CA someone else put into it
+#: must reach the files, and so the webhook's caBundle, within seconds.
+REFRESH_SECONDS = 5.0
 
 
 class Action(enum.StrEnum):
@@ -452,7 +456,7 @@ class SecretCertificates:
         *,
         leading: Callable[[], bool],
         on_change: Callable[[], None] = lambda: None,
-        interval: float = 60.0,
+        interval: float = REFRESH_SECONDS,
     ) -> None:
         """Every ``interval``: the leader rotates if due, then every replica refreshes."""
         while True:

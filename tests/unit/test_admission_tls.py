@@ -7,7 +7,8 @@ import datetime
 import os
 import shutil
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -232,3 +233,117 @@ async def test_review_is_decided_over_a_real_tls_connection(tmp_path: Path) -> N
         "auditAnnotations": {"decision": "allow", "reason": "NotControlled"},
     }
     assert missing == 404
+
+
+# -- a CA rotation, in order: bundle first, certificate second ----------------------------------
+
+
+def _reloader(directory: Path, *, clock: Callable[[], float] = time.monotonic) -> tls.CertReloader:
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    return tls.CertReloader(
+        context=tls.server_context(cert_file=cert, key_file=key),
+        cert_file=cert,
+        key_file=key,
+        clock=clock,
+    )
+
+
+def _rotate_to_new_ca(directory: Path, elsewhere: Path) -> Path:
+    """Replace CA, key and certificate in ``directory`` at once, as cert-manager would."""
+    tls.ensure_dev_certs(elsewhere)  # a different CA and a serving cert it issued
+    for name in ("ca.crt", "tls.key", "tls.crt"):
+        tmp = directory / f".{name}.new"
+        shutil.copyfile(elsewhere / name, tmp)
+        os.replace(tmp, directory / name)
+    return elsewhere
+
+
+def test_a_changed_ca_file_is_reported_on_the_next_check(tmp_path: Path) -> None:
+    tls.ensure_dev_certs(tmp_path / "certs")
+    reloader = _reloader(tmp_path / "certs")
+    changes: list[str] = []
+    reloader.follow_ca(ca_file=tmp_path / "certs" / "ca.crt", on_change=lambda: changes.append("x"))
+    assert reloader.check() is False and changes == []
+    _rotate_to_new_ca(tmp_path / "certs", tmp_path / "new")
+    reloader.check()
+    assert changes  # the CA, and (no trust gate here) the new pair too
+    count = len(changes)
+    reloader.check()
+    assert len(changes) == count  # reported once
+
+
+async def test_a_certificate_from_a_new_ca_is_held_until_the_webhook_trusts_it(
+    running: server.Server, tmp_path: Path, served_dir: Path
+) -> None:
+    first = tmp_path / "first"
+    shutil.copyfile(first / "ca.crt", served_dir / "ca.crt")
+    trusted = [False]
+    running.reloader.follow_ca(ca_file=served_dir / "ca.crt", trusted=lambda _: trusted[0])
+    second = _rotate_to_new_ca(served_dir, tmp_path / "second")
+
+    for _ in range(5):  # the periodic check runs every 0.05 s here: it keeps holding
+        assert running.reload_certs() is False
+        serial, _ = await _handshake(running.port, first / "ca.crt")
+        assert serial == _serial((first / "tls.crt").read_bytes())
+        await asyncio.sleep(0.05)
+
+    trusted[0] = True  # the live caBundle now carries the new CA
+    running.reload_certs()
+    serial, _ = await _handshake(running.port, second / "ca.crt")
+    assert serial == _serial((second / "tls.crt").read_bytes())
+
+
+def test_the_bundle_carries_the_served_ca_through_a_rotation(tmp_path: Path) -> None:
+    certs_dir = tmp_path / "certs"
+    tls.ensure_dev_certs(certs_dir)
+    old_ca = (certs_dir / "ca.crt").read_bytes()
+    now = [1000.0]
+    reloader = _reloader(certs_dir, clock=lambda: now[0])
+    trusted = [False]
+    reloader.follow_ca(ca_file=certs_dir / "ca.crt", trusted=lambda _: trusted[0])
+    assert reloader.bundle(old_ca) == old_ca  # nothing under way: the file, byte for byte
+
+    _rotate_to_new_ca(certs_dir, tmp_path / "new")
+    new_ca = (certs_dir / "ca.crt").read_bytes()
+    assert reloader.check() is False  # held: the API server does not trust it yet
+
+    def cas(bundle: bytes) -> set[int]:
+        return {c.serial_number for c in pki.load_certs(bundle)}
+
+    both = cas(old_ca) | cas(new_ca)
+    # 1. The new CA goes out together with the one that issued what is still served.
+    assert cas(reloader.bundle(new_ca)) == both
+    # 2. Trusted: the new certificate is served; the old CA stays for the other replicas.
+    trusted[0] = True
+    assert reloader.check() is True
+    assert cas(reloader.bundle(new_ca)) == both
+    now[0] += tls.RETIRED_CA_GRACE_SECONDS - 1
+    assert cas(reloader.bundle(new_ca)) == both
+    # 3. After the grace, only the new CA.
+    now[0] += 2
+    assert reloader.bundle(new_ca) == new_ca
+
+
+def test_a_held_certificate_is_served_anyway_when_the_current_one_expires(
+    tmp_path: Path,
+) -> None:
+    certs_dir = tmp_path / "certs"
+    tls.ensure_dev_certs(certs_dir)
+    authority = pki.KeyPair(
+        cert_pem=(certs_dir / "ca.crt").read_bytes(),
+        key_pem=(certs_dir / "ca.key").read_bytes(),
+    )
+    # Issued a day ago for one day: 30 seconds left.
+    now = datetime.datetime.now(datetime.UTC)
+    dying = pki.make_serving_cert(
+        ca=authority,
+        hosts=["127.0.0.1"],
+        days=1,
+        now=now - datetime.timedelta(days=1) + datetime.timedelta(seconds=30),
+    )
+    (certs_dir / "tls.key").write_bytes(dying.key_pem)
+    (certs_dir / "tls.crt").write_bytes(dying.cert_pem)
+    reloader = _reloader(certs_dir)
+    reloader.follow_ca(ca_file=certs_dir / "ca.crt", trusted=lambda _: False)
+    _rotate_to_new_ca(certs_dir, tmp_path / "new")
+    assert reloader.check() is True  # failing after expiry is no worse than failing now
