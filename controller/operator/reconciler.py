@@ -6,6 +6,10 @@ changes by time alone -- it recomputes every window's status and writes those th
 Between those instants it sleeps; nothing polls. A safety resync every ``resync`` seconds
 covers a missed wake-up (e.g. a clock jump). Only the Lease holder writes; the other replicas
 keep their index fresh and wait.
+
+The webhook configuration also has a pass of its own (``run_webhook``), woken when the watch
+on the live object sees a change we did not make, or when the CA changes: a repair must not
+wait behind every window's status, and must not make them all be recomputed either.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class Reconciler:
         self._clock = clock
         self._resync = resync
         self._wake = asyncio.Event()
+        self._webhook_wake = asyncio.Event()
         self.windows: dict[str, dict[str, Any]] = {}  # name -> raw body, as last seen
 
     def window_event(self, event: str, body: Mapping[str, Any]) -> None:
@@ -82,6 +87,37 @@ class Reconciler:
 
     def poke(self) -> None:
         self._wake.set()
+
+    def webhook_observed(self, live: Mapping[str, Any] | None) -> None:
+        """The watch saw the live webhook configuration (None: deleted); repair it if needed."""
+        if self._webhooks.observe(live):
+            self._webhook_wake.set()
+
+    def webhook_changed(self) -> None:
+        """Something the desired configuration depends on changed (the CA): check it now."""
+        self._webhook_wake.set()
+
+    async def run_webhook(self, *, min_interval: float = 1.0) -> None:
+        """Repair the webhook configuration whenever woken, on the leader, once synced.
+
+        Before the index has synced the desired configuration is not known (it would lack the
+        policies' rules), so nothing is written; the first full pass after the sync does it.
+        Writes are at most one per ``min_interval``: someone else re-applying their version in
+        a loop must not turn this into a hot loop too.
+        """
+        while True:
+            await self._webhook_wake.wait()
+            self._webhook_wake.clear()
+            if not (self._elector.leading and self._store.ready):
+                continue
+            try:
+                wrote = await self._webhooks.reconcile(self.desired_webhook())
+            except Exception:
+                logger.exception("webhook configuration repair failed; retrying shortly")
+                self._webhook_wake.set()
+                wrote = True
+            if wrote:
+                await asyncio.sleep(min_interval)
 
     async def run(self) -> None:
         while True:
@@ -108,13 +144,12 @@ class Reconciler:
         self._elector.changed.clear()
         self._wake.clear()
 
-    async def reconcile_once(self) -> datetime.datetime | None:
-        """One pass; returns when the next pass is due by time alone."""
-        # The snapshot the webhook decides from; the rebuild task pokes us when a newer one
-        # is published, so status never lags the index by more than one pass.
-        snapshot = self._store.published()
+    def desired_webhook(self, snapshot: Any = None) -> dict[str, Any]:
+        """The configuration for the published snapshot's policies and the current CA."""
+        if snapshot is None:
+            snapshot = self._store.published()
         s = self._settings
-        desired = webhook.build_webhook_configuration(
+        return webhook.build_webhook_configuration(
             policies=snapshot.policies.values(),
             ca_bundle=s.ca_bundle() if callable(s.ca_bundle) else s.ca_bundle,
             url=s.url,
@@ -125,7 +160,13 @@ class Reconciler:
             builtin_exemptions=s.builtin_exemptions,
             self_username=s.self_username,
         )
-        await self._webhooks.reconcile(desired)
+
+    async def reconcile_once(self) -> datetime.datetime | None:
+        """One pass; returns when the next pass is due by time alone."""
+        # The snapshot the webhook decides from; the rebuild task pokes us when a newer one
+        # is published, so status never lags the index by more than one pass.
+        snapshot = self._store.published()
+        await self._webhooks.reconcile(self.desired_webhook(snapshot))
 
         now = self._clock()
         next_boundary: datetime.datetime | None = None

@@ -92,8 +92,9 @@ def _certificates(
 
     ``local`` makes dev certificates for 127.0.0.1; ``files`` reads what is mounted (e.g. by
     cert-manager); ``secret`` issues and rotates them in a Secret (controller/operator/certs.py).
-    In every mode the bundle is read again on each reconcile pass, so a rotated CA reaches
-    the webhook configuration without a restart.
+    In every mode the bundle is read again on each reconcile pass, and the TLS reloader
+    reports a changed ca.crt at once (``tls.CertReloader.follow_ca``), so a rotated CA reaches
+    the webhook configuration within seconds and without a restart.
     """
     if config.certificates == "secret":
         managed = certs.SecretCertificates(
@@ -150,8 +151,11 @@ async def run(config: Config) -> None:
     server = await admission.serve(
         app=app, host=config.listen_host, port=config.port, cert_file=cert_file, key_file=key_file
     )
+    reloader = server.reloader
     settings = reconciler.WebhookSettings(
-        ca_bundle=ca_bundle,
+        # The CA files' bundle, plus the CA of the certificate still being served while a
+        # rotation is under way (controller/admission/tls.py says why and in what order).
+        ca_bundle=lambda: reloader.bundle(ca_bundle()),
         namespace=config.namespace,
         url=f"https://127.0.0.1:{server.port}/validate" if config.local else None,
         service=None
@@ -161,10 +165,11 @@ async def run(config: Config) -> None:
         builtin_exemptions=config.builtin_exemptions,
         self_username=config.self_username,
     )
+    admission_api = kubernetes.client.AdmissionregistrationV1Api(api)
     loop_ = reconciler.Reconciler(
         store=store,
         custom_api=kubernetes.client.CustomObjectsApi(api),
-        webhooks=webhook.WebhookReconciler(api=kubernetes.client.AdmissionregistrationV1Api(api)),
+        webhooks=webhook.WebhookReconciler(api=admission_api),
         webhook_settings=settings,
         poster=poster,
         elector=elector,
@@ -209,10 +214,37 @@ async def run(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # The webhook configuration defends itself: every replica watches it (a standby must know
+    # the live caBundle before it serves a new certificate, and must not act on a stale
+    # confirmation once it leads); the leader repairs it.
+    live_bundle = webhook.LiveBundle()
+
+    def on_webhook_configuration(live: Any) -> None:
+        loop_.webhook_observed(live)
+        if live_bundle.observe(live):
+            # A held certificate may be trusted now: check once the API server has it too.
+            loop.call_later(tls.TRUST_SETTLE_SECONDS + 0.05, server.reload_certs)
+
+    def on_certificates() -> None:
+        loop_.webhook_changed()
+        # The previous CA leaves the bundle once its grace is over.
+        loop.call_later(tls.RETIRED_CA_GRACE_SECONDS + 1.0, loop_.webhook_changed)
+
+    reloader.follow_ca(
+        ca_file=config.cert_dir / certs.CA_CRT,
+        trusted=lambda chain: live_bundle.trusts(chain, settle=tls.TRUST_SETTLE_SECONDS),
+        on_change=on_certificates,
+    )
+
     tasks = [
         asyncio.create_task(poster.run(), name="changegate-events"),
         asyncio.create_task(elector.run(), name="changegate-lease"),
         asyncio.create_task(loop_.run(), name="changegate-reconciler"),
+        asyncio.create_task(loop_.run_webhook(), name="changegate-webhook"),
+        asyncio.create_task(
+            webhook.ConfigurationWatch(api=admission_api, on_event=on_webhook_configuration).run(),
+            name="changegate-webhook-watch",
+        ),
         asyncio.create_task(
             handlers.keep_snapshot_fresh(store, rebuild, on_rebuilt=loop_.poke),
             name="changegate-snapshot",
@@ -225,7 +257,7 @@ async def run(config: Config) -> None:
     if managed is not None:
         tasks.append(
             asyncio.create_task(
-                managed.run(leading=lambda: elector.leading, on_change=loop_.poke),
+                managed.run(leading=lambda: elector.leading, on_change=loop_.webhook_changed),
                 name="changegate-certs",
             )
         )
