@@ -453,6 +453,13 @@ def _drop(
         del index[key]
 
 
+NAMESPACE_SCOPE_CHANGES = crds.ResourceRule(
+    api_groups=[""],
+    resources=["namespaces"],
+    operations=[crds.Operation.UPDATE, crds.Operation.DELETE],
+)
+"""Changes of a Namespace object that can move it across a policy's scope (``decide``)."""
+
 INCREMENTAL_LIMIT = 2_000
 """Above this many changed windows a full re-index is as cheap as patching the old one."""
 
@@ -825,10 +832,17 @@ class Snapshot:
     def _policy_controls_target(self, p: CompiledPolicy, target: crds.WindowTarget) -> bool:
         match = p.policy.spec.match
         rules = matching.effective_rules(target.resources)
-        if not any(matching.rules_overlap(a, b) for a in p.effective for b in rules):
+        scope_change = any(
+            matching.rules_overlap(NAMESPACE_SCOPE_CHANGES, r) for r in rules
+        )  # relabelling or deleting a namespace is controlled by the policies it concerns
+        if not scope_change and not any(
+            matching.rules_overlap(a, b) for a in p.effective for b in rules
+        ):
             return False
         if not match.namespaces and match.namespace_selector is None:
             return True
+        if scope_change and p.selector is not None:
+            return True  # a relabel can move any namespace into or out of its scope
         return any(
             p.covers_namespace(ns, self.namespace_labels(ns))
             for ns in self.target_namespaces(target)

@@ -461,6 +461,16 @@ def test_4_relabelling_or_deleting_a_namespace_out_of_a_policy_is_controlled(wor
     labels = json.loads(world.kubectl("get", "namespace", world.pay, "-o", "json").stdout)
     assert labels["metadata"]["labels"][label] == "true"
 
+    # Taking a namespace out of change control is a change like any other: with an approved
+    # window for updating that namespace, designated personnel may do it.
+    name = f"nwa-{world.id}-release"
+    rule = {"apiGroups": [""], "resources": ["namespaces"], "operations": ["UPDATE"]}
+    admitted(world.create(world.window(name, namespaces=[world.pay], rules=[rule]), who=ALICE))
+    world.approve(name, BOB)
+    eventually(
+        lambda: admitted(world.kubectl("label", "namespace", world.pay, f"{label}-", who=ALICE))
+    )
+
 
 def test_4_a_policy_that_lists_a_namespace_controls_its_deletion(world: World) -> None:
     world.setup()

@@ -651,6 +651,17 @@ def test_a_window_for_the_namespace_object_admits_the_relabel() -> None:
     assert (d.allowed, d.reason) == (True, decide.Reason.WINDOW)
 
 
+def test_a_window_for_a_namespace_relabel_is_approved_under_the_policies_it_concerns() -> None:
+    rule = {"apiGroups": [""], "resources": ["namespaces"], "operations": ["UPDATE"]}
+    w, _ = window(targets=[{"namespaces": ["elsewhere"], "resources": [rule]}])
+    listed = policy("listed")  # lists payments only: "elsewhere" is none of its business
+    selected = policy(
+        "selected", match={"resources": [DEPLOY_RULE], "namespaceSelector": _SELECTED}
+    )
+    snap = snapshot(policies=[listed, selected], windows=[])
+    assert [p.name for p in snap.policies_for_window(w)] == ["selected"]
+
+
 def test_a_request_in_a_namespace_the_index_has_not_seen_is_never_not_controlled() -> None:
     snap = snapshot(policies=[_selector_policy()], windows=[], namespaces={})
     d = run(snap=snap)

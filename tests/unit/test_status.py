@@ -184,3 +184,36 @@ def test_status_patch_is_camel_case_json() -> None:
     assert body["nextClose"] == "2026-12-01T15:00:00Z"
     assert {c["type"] for c in body["conditions"]} == {"Approved", "Active", "Valid"}
     assert "lastTransitionTime" in body["conditions"][0]
+
+
+LEDGER = crds.ChangePolicy.model_validate(
+    {
+        "metadata": {"name": "ledger-prod"},
+        "spec": {
+            "match": {"resources": [RULE], "namespaces": ["ledger"]},
+            "approval": {"required": 1, "approverGroups": ["db-approvers"]},
+        },
+    }
+)
+
+
+def test_a_window_across_two_policies_is_approved_only_when_approved_under_each() -> None:
+    raw = raw_spec(targets=[{"namespaces": ["payments", "ledger"], "resources": [RULE]}])
+    st = status_of(raw, DURING, approved_by=("bob",), policies=[POLICY, LEDGER])
+    assert (st.phase, st.approved, st.approvals) == (crds.Phase.PENDING_APPROVAL, False, "0/1")
+    approved = next(c for c in st.conditions if c.type == "Approved")
+    assert "under ledger-prod (0/1)" in approved.message
+    assert "under payments-prod by bob (1/1)" in approved.message
+
+
+def test_a_window_beyond_its_policy_limits_is_invalid() -> None:
+    limited = POLICY.model_copy(
+        update={
+            "spec": POLICY.spec.model_copy(
+                update={"window_limits": crds.WindowLimits(max_duration=dt.timedelta(hours=1))}
+            )
+        }
+    )
+    st = status_of(raw_spec(), DURING, approved_by=("bob",), policies=[limited])
+    assert st.phase is crds.Phase.INVALID
+    assert "windowLimits of policy payments-prod" in st.message
