@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from controller.admission import tls
 from controller.model import crds
+from controller.policy import index, matching
 
 logger = logging.getLogger(__name__)
 
@@ -109,20 +110,26 @@ def _is_status(resource: str) -> bool:
 def controlled_rules(policies: Iterable[crds.ChangePolicy]) -> list[dict[str, Any]]:
     """The union of the policies' ``match.resources`` as webhook rules, deterministic.
 
-    Rules with the same operations and API groups are merged into one, so the configuration
-    stays small and stable when many policies control the same kinds.
+    Every path with the same effect as a rule (``matching.effective_rules``: scale, eviction,
+    ephemeral containers, resize) is sent too, and namespace updates and deletions whenever
+    any policy exists. Rules with the same operations and API groups are merged into one, so
+    the configuration stays small and stable when many policies control the same kinds.
     """
     merged: dict[tuple[tuple[str, ...], tuple[str, ...]], set[str]] = {}
-    for policy in policies:
-        for rule in policy.spec.match.resources:
-            resources = {r for r in rule.resources if not _is_status(r)}
-            if not resources:
-                continue
-            operations = tuple(sorted({str(op) for op in rule.operations}))
-            if "*" in operations:
-                operations = ("*",)
-            groups = tuple(sorted(set(rule.api_groups)))
-            merged.setdefault((operations, groups), set()).update(resources)
+    rules = [r for p in policies for r in matching.effective_rules(p.spec.match.resources)]
+    if any(not _is_status(r) for rule in rules for r in rule.resources):
+        # Something is controlled, so its scope is too: relabelling or deleting a namespace
+        # can move it out of a policy's scope, which that policy controls (``decide``).
+        rules.append(index.NAMESPACE_SCOPE_CHANGES)
+    for rule in rules:
+        resources = {r for r in rule.resources if not _is_status(r)}
+        if not resources:
+            continue
+        operations = tuple(sorted({str(op) for op in rule.operations}))
+        if "*" in operations:
+            operations = ("*",)
+        groups = tuple(sorted(set(rule.api_groups)))
+        merged.setdefault((operations, groups), set()).update(resources)
     return [
         {
             "operations": list(operations),

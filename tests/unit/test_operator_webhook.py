@@ -65,20 +65,46 @@ def test_controlled_rules_are_the_union_of_policy_matches() -> None:
             "resources": ["pods/exec"],
             "scope": "*",
         },
+        # A namespace relabel or deletion can move objects out of a policy's scope.
+        {
+            "operations": ["DELETE", "UPDATE"],
+            "apiGroups": [""],
+            "apiVersions": ["*"],
+            "resources": ["namespaces"],
+            "scope": "*",
+        },
+        # Scaling is an update by another path: sent with the update it is equivalent to.
         {
             "operations": ["UPDATE"],
             "apiGroups": ["apps"],
             "apiVersions": ["*"],
-            "resources": ["deployments", "statefulsets"],
+            "resources": [
+                "deployments",
+                "deployments/scale",
+                "statefulsets",
+                "statefulsets/scale",
+            ],
             "scope": "*",
         },
     ]
 
 
+def test_paths_with_the_same_effect_as_a_controlled_one_are_sent() -> None:
+    pods = {"apiGroups": [""], "resources": ["pods"], "operations": ["UPDATE", "DELETE"]}
+    rules = hooks(build(policy("p", pods)))[webhook.CONTROLLED_WEBHOOK]["rules"]
+    sent = {(op, r) for rule in rules for op in rule["operations"] for r in rule["resources"]}
+    assert {
+        ("CREATE", "pods/eviction"),
+        ("UPDATE", "pods/ephemeralcontainers"),
+        ("UPDATE", "pods/resize"),
+        ("UPDATE", "pods/scale"),
+    } <= sent
+
+
 @pytest.mark.parametrize(
     ("resources", "sent"),
     [
-        (["deployments", "deployments/status"], ["deployments"]),
+        (["deployments", "deployments/status"], ["deployments", "deployments/scale"]),
         (["*/status", "deployments/scale"], ["deployments/scale"]),
         (["deployments/status"], None),
     ],
@@ -90,7 +116,8 @@ def test_status_subresources_are_never_sent(resources: list[str], sent: list[str
         assert controlled is None
     else:
         assert controlled is not None
-        assert [r["resources"] for r in controlled["rules"]] == [sent]
+        apps = [r["resources"] for r in controlled["rules"] if r["apiGroups"] == ["apps"]]
+        assert apps == [sent]
 
 
 def test_wildcard_rules_still_skip_status_with_a_match_condition() -> None:
