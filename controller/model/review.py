@@ -2,6 +2,7 @@
 
 Parsing is strict about what a decision needs (uid, operation, resource, userInfo) and lenient
 about the rest, so a malformed review is rejected (HTTP 400 at the edge) rather than guessed at.
+Only the wire names count: the request models do not read their Python field names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ from pydantic.alias_generators import to_camel
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    """What the API server sends: read by wire (camelCase) names only.
+
+    A Python field name in a review (``sub_resource``, ``old_object``) is just an unknown key,
+    ignored like any field a later Kubernetes adds. Accepting it too let a review posted
+    straight to /validate call itself a status update (never gated) or supply the
+    ``oldObject`` that makes an UPDATE look like a bookkeeping no-op.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="ignore"
+    )
 
 
 class GroupVersionKind(_In):

@@ -135,6 +135,41 @@ def test_envelope_fast_path_reads_a_review_exactly_as_the_full_model_does(
     assert (parsed.object, parsed.old_object) == (expected.object, expected.old_object)
 
 
+@pytest.mark.parametrize(
+    ("python_name", "wire_name", "read_as"),
+    [
+        ("sub_resource", "subResource", ("sub_resource", "")),
+        ("old_object", "oldObject", ("old_object", None)),
+        ("dry_run", "dryRun", ("dry_run", False)),
+        ("request_sub_resource", "requestSubResource", ("request_sub_resource", None)),
+    ],
+)
+def test_python_field_names_are_unknown_keys_only_wire_names_are_read(
+    python_name: str, wire_name: str, read_as: tuple[str, Any]
+) -> None:
+    value: Any = {"metadata": {"name": "web"}} if "object" in python_name else "status"
+    if python_name == "dry_run":
+        value = True
+    review = _review()
+    review["request"].pop(wire_name, None)
+    review["request"][python_name] = value
+    attribute, default = read_as
+    for parse in (codec.parse_review, review_model.AdmissionReview.model_validate_json):
+        parsed = parse(json.dumps(review).encode())
+        request = parsed if isinstance(parsed, review_model.AdmissionRequest) else parsed.request
+        assert getattr(request, attribute) == default, parse
+    review["request"][wire_name] = value
+    assert getattr(codec.parse_review(json.dumps(review).encode()), attribute) == value
+
+
+def test_python_name_for_a_required_field_leaves_it_missing() -> None:
+    review = _without(_review(), "userInfo")
+    review["request"]["user_info"] = {"username": "alice@example.com"}
+    with pytest.raises(codec.MalformedReview) as caught:
+        codec.parse_review(json.dumps(review).encode())
+    assert "request.userInfo: required" in caught.value.message
+
+
 @pytest.mark.parametrize("field", ["object", "oldObject"])
 @pytest.mark.parametrize("value", [[], "text", 3, True])
 def test_object_that_is_not_a_json_object_is_a_400_naming_the_field(field: str, value: Any) -> None:

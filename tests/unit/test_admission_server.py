@@ -85,6 +85,7 @@ WINDOW = {
                 "approver": "bob@example.com",
                 "specHash": approvals.spec_hash(WINDOW_SPEC),
                 "approvedAt": "2026-11-30T09:00:00Z",
+                "policies": ["payments-prod"],
             }
         ],
     },
@@ -240,6 +241,29 @@ async def test_large_reviews_up_to_8_mib_are_decided_and_larger_ones_refused(
     huge["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (9 * 1024 * 1024)}
     resp = await client.post("/validate", json=huge)
     assert resp.status == 413
+
+
+@pytest.mark.parametrize(
+    "python_names",
+    [
+        {"sub_resource": "status"},  # status subresources are never gated
+        {"old_object": "same as object"},  # an UPDATE that changes nothing is a no-op
+    ],
+    ids=["sub_resource-status", "old_object-equal"],
+)
+async def test_python_field_names_cannot_make_a_controlled_change_look_harmless(
+    client_for: ClientFactory, python_names: dict[str, Any]
+) -> None:
+    """SPEC failure posture: only the wire field names are accepted."""
+    client = await client_for(server.build_app(store=_synced_store(), clock=lambda: NOW))
+    body = _review(user="mallory@example.com", groups=("dev",))
+    request = body["request"]
+    del request["oldObject"]
+    for name, value in python_names.items():
+        request[name] = request["object"] if value == "same as object" else value
+    response = await _validate(client, body)
+    assert response["allowed"] is False
+    assert response["auditAnnotations"]["reason"] == "NotDesignated"
 
 
 # -- readiness -------------------------------------------------------------------------------
