@@ -4,14 +4,19 @@ Our own small aiohttp app instead of kopf's admission server, because kopf's ans
 paths with ``allowed: true``, keeps aiohttp's 1 MiB body limit and makes self-signed
 certificates through oscrypto (broken on OpenSSL 3).
 
-The request path is: read body -> ``codec.parse_review`` -> ``decide.request_from_review`` ->
+The request path is: refuse compressed bodies -> wait for room in the memory budget
+(``budget.Gate``) -> read body -> ``codec.parse_review`` -> ``decide.request_from_review`` ->
 ``decide.decide`` against the store's current snapshot -> ``responses.build_response``. It runs
 on the event loop thread: a decision is ~100 µs of pure computation on an immutable snapshot,
 cheaper than a hop to a thread pool, and it never calls the Kubernetes API -- everything a
-decision needs is already in the index the operator keeps.
+decision needs is already in the index the operator keeps. Large reviews are parsed on a
+worker thread (``budget.Worker``) so they do not stall the small ones, and reviews nested
+deeper than the fast parser goes are parsed and decided there, on a stack made for them.
 
-Only a real decision can produce ``allowed: true``. Everything else is an HTTP error (400 for a
-malformed review, 404/405 for wrong routes, 413 for oversized bodies, 500 if the engine fails),
+Only a real decision can produce ``allowed: true``. Everything else is an HTTP error with a
+plain-text reason (400 for a malformed review, 404/405 for wrong routes, 408 for a body that
+does not arrive, 413 for a body bigger than the API server can send or than a replica may
+parse, 415 for a compressed body, 503 when the budget stays full, 500 if the engine fails),
 which the API server turns into a denial under failurePolicy Fail.
 """
 
@@ -26,11 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from controller import store as stores
-from controller.admission import codec, decisionlog, responses, tls
+from controller.admission import budget, codec, decisionlog, responses, tls
 from controller.admission import metrics as metrics_mod
+from controller.model import review
 from controller.policy import decide
 
 logger = logging.getLogger("changegate.admission")
@@ -42,6 +48,8 @@ OnDecision = Callable[[decide.Request, decide.Decision], None]
 
 #: Where the operator finds the metrics of an app it built (to set window phases).
 METRICS: Final = web.AppKey("changegate_metrics", metrics_mod.Metrics)
+#: The app's memory budget for review bodies (what is in flight, for tests and metrics).
+GATE: Final = web.AppKey("changegate_gate", budget.Gate)
 
 
 def utcnow() -> datetime.datetime:
@@ -49,8 +57,12 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _here(run: Callable[[], decide.Decision]) -> decide.Decision:
+    return run()
+
+
 class _Routes:
-    """The handlers, sharing the store, the clock, the callback and the metrics."""
+    """The handlers, sharing the store, the clock, the callback, the metrics and the budget."""
 
     def __init__(
         self,
@@ -59,30 +71,104 @@ class _Routes:
         clock: Clock,
         on_decision: OnDecision | None,
         metrics: metrics_mod.Metrics,
+        limits: budget.Limits,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_decision = on_decision
         self.metrics = metrics
+        self.limits = limits
+        self.gate = budget.Gate(limits)
+        self.worker = budget.Worker()
 
     async def validate(self, http: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            body = await http.read()
-        except web.HTTPRequestEntityTooLarge:
-            self.metrics.observe_bad_review(code=413)
-            raise
-        try:
-            admission_request = codec.parse_review(body)
+            # Before a byte of the body is read: aiohttp would inflate it while reading.
+            codec.check_content_encoding(http.headers.getall(hdrs.CONTENT_ENCODING, []))
+            length = http.content_length
+            if length is not None and length > self.limits.max_body_bytes:
+                raise self._too_large(length)
+            if length is not None and length <= self.limits.small_body_bytes:
+                async with self.gate.small(length):
+                    body = await self._read(http)
+                    try:
+                        admission_request = codec.parse_review(body)
+                    except codec.DeepReview:
+                        async with self.gate.large():
+                            return await self._answer_large(body, started=started)
+                    return self._answer(admission_request, started=started)
+            async with self.gate.large():
+                body = await self._read(http)
+                return await self._answer_large(body, started=started)
         except codec.ReviewError as e:
             self.metrics.observe_bad_review(code=e.http_status)
             return web.Response(status=e.http_status, text=e.message + "\n")
 
+    async def _read(self, http: web.Request) -> bytearray:
+        """The body, up to ``max_body_bytes`` and ``read_seconds``; one buffer, never copied."""
+        limit = self.limits.max_body_bytes
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.limits.read_seconds):
+                while chunk := await http.content.readany():
+                    if len(body) + len(chunk) > limit:
+                        raise self._too_large(len(body) + len(chunk))
+                    body += chunk
+        except TimeoutError:
+            raise codec.BodyTimeout(
+                f"changegate stopped waiting for the review body after {self.limits.read_seconds:g} s"
+            ) from None
+        return body
+
+    def _too_large(self, size: int) -> codec.BodyTooLarge:
+        return codec.BodyTooLarge(
+            f"AdmissionReview body of {size} bytes or more is larger than any the API server "
+            f"sends ({self.limits.max_body_bytes} bytes: two objects at etcd's 1.5 MiB limit, "
+            "JSON-escaped, and the requester's identity)"
+        )
+
+    async def _answer_large(self, body: bytearray, *, started: float) -> web.StreamResponse:
+        """Parse on the worker thread (inside the large lane); decide deep reviews there too."""
+
+        def parse() -> tuple[review.AdmissionRequest, bool]:
+            self.gate.check_fits(body)
+            try:
+                return codec.parse_review(body), False
+            except codec.DeepReview:
+                pass
+            # The stdlib parser first decodes the body to text: one more copy of it, at up to
+            # 4 bytes a character once one is outside Latin-1.
+            self.gate.check_fits(body, extra=len(body) * (1 if body.isascii() else 4))
+            with budget.deep_recursion():
+                return codec.parse_deep_review(body), True
+
+        admission_request, deep = await self.worker.run(parse)
+        if not deep:
+            return self._answer(admission_request, started=started)
+
+        def decide_deep(run: Callable[[], decide.Decision]) -> decide.Decision:
+            def on_worker() -> decide.Decision:
+                with budget.deep_recursion():
+                    return run()
+
+            return self.worker.call(on_worker)
+
+        return self._answer(admission_request, started=started, decide_with=decide_deep)
+
+    def _answer(
+        self,
+        admission_request: review.AdmissionRequest,
+        *,
+        started: float,
+        decide_with: Callable[[Callable[[], decide.Decision]], decide.Decision] = _here,
+    ) -> web.StreamResponse:
         now = self.clock()
         try:
             request = decide.request_from_review(admission_request)
             if self.store.ready:
-                decision = decide.decide(request, snapshot=self.store.published(), now=now)
+                snapshot = self.store.published()
+                decision = decide_with(lambda: decide.decide(request, snapshot=snapshot, now=now))
             else:
                 decision = responses.starting_decision()
             answer = responses.build_response(uid=request.uid, decision=decision)
@@ -134,20 +220,30 @@ def build_app(
     clock: Clock = utcnow,
     on_decision: OnDecision | None = None,
     metrics: metrics_mod.Metrics | None = None,
+    limits: budget.Limits | None = None,
 ) -> web.Application:
     """The admission app, unstarted: tests drive it with aiohttp's test client, ``serve`` runs it.
 
     ``on_decision`` is called on the event loop after every decision (the operator posts
     Events from it); it must not block, and whatever it raises is logged and ignored.
+    ``limits``: the memory budget for review bodies (``budget.Limits()`` by default).
     """
+    limits = limits if limits is not None else budget.Limits()
     routes = _Routes(
         store=store,
         clock=clock,
         on_decision=on_decision,
         metrics=metrics if metrics is not None else metrics_mod.Metrics(),
+        limits=limits,
     )
-    app = web.Application(client_max_size=codec.MAX_BODY_BYTES)
+    app = web.Application(client_max_size=limits.max_body_bytes)
     app[METRICS] = routes.metrics
+    app[GATE] = routes.gate
+
+    async def stop_worker(_: web.Application) -> None:
+        routes.worker.shutdown()
+
+    app.on_cleanup.append(stop_worker)
     app.router.add_post("/validate", routes.validate)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
@@ -203,8 +299,12 @@ async def serve(
     """Listen with TLS on ``host:port`` (0 picks a free port) and reload certs as they change."""
     context = tls.server_context(cert_file=cert_file, key_file=key_file)
     reloader = tls.CertReloader(context=context, cert_file=cert_file, key_file=key_file)
-    # No access log: every review already gets its structured decision line.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    # No access log: every review already gets its structured decision line. No transparent
+    # decompression: /validate refuses compressed bodies, and aiohttp would otherwise inflate
+    # them as they arrive -- and while it discards the unread rest of a refused one.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout, auto_decompress=False
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=context, backlog=1024)
     try:

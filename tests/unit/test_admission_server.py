@@ -18,7 +18,7 @@ from aiohttp import test_utils, web
 from prometheus_client import parser
 
 from controller import store as stores
-from controller.admission import server
+from controller.admission import codec, server
 from controller.policy import approvals, decide
 
 NOW = datetime.datetime(2026, 12, 1, 14, 0, tzinfo=datetime.UTC)  # Tue 23:00 in Seoul
@@ -227,20 +227,26 @@ async def test_malformed_review_is_400_with_plain_text_never_an_admission(
     assert "allowed" not in text
 
 
-async def test_large_reviews_up_to_8_mib_are_decided_and_larger_ones_refused(
+async def test_reviews_up_to_the_body_bound_are_decided_and_larger_ones_refused(
     client_for: ClientFactory,
 ) -> None:
+    # How the bound is derived, and reviews built at it the API server's way, are pinned in
+    # test_admission_limits.py; here: a body just under it is decided, one just over is not.
     client = await client_for(server.build_app(store=_synced_store(), clock=lambda: NOW))
+    envelope = len(json.dumps(_review()).encode())
     big = _review()
-    big["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (5 * 1024 * 1024)}
+    pad = codec.MAX_BODY_BYTES - envelope - len(', "blob": ""') - 64
+    big["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * pad}
+    assert codec.MAX_BODY_BYTES - 128 < len(json.dumps(big).encode()) <= codec.MAX_BODY_BYTES
     response = await _validate(client, big)
     assert response["uid"] == UID
     assert response["allowed"] is True
 
     huge = _review()
-    huge["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (9 * 1024 * 1024)}
+    huge["request"]["object"]["metadata"]["annotations"] = {"blob": "x" * (pad + 128)}
     resp = await client.post("/validate", json=huge)
     assert resp.status == 413
+    assert "larger than any the API server sends" in await resp.text()
 
 
 @pytest.mark.parametrize(
