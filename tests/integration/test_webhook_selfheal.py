@@ -205,6 +205,8 @@ def _restored_after(s: Setup, what: str, tamper: Callable[[], dict[str, Any] | N
     time.sleep(3)
     again = s.live()
     assert again is not None and again["metadata"]["resourceVersion"] == version
+    # What changegate wrote is, as stored, what it wants (server defaults are not drift).
+    assert "differently than written" not in s.cg.log_text()
     return took
 
 
