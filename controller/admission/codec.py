@@ -92,6 +92,12 @@ class BodyTooLarge(ReviewError):
     http_status = 413
 
 
+class BodyIncomplete(ReviewError):
+    """The caller went away before sending the whole body (nobody reads this answer)."""
+
+    http_status = 400
+
+
 class BodyTimeout(ReviewError):
     """The body did not arrive in time; the API server would have given up by now."""
 

@@ -115,6 +115,11 @@ class _Routes:
                     if len(body) + len(chunk) > limit:
                         raise self._too_large(len(body) + len(chunk))
                     body += chunk
+        except (ConnectionError, web.RequestPayloadError):
+            # Answered like any other bad body (and counted), not logged as a server error.
+            raise codec.BodyIncomplete(
+                "the caller hung up before sending the whole review body"
+            ) from None
         except TimeoutError:
             raise codec.BodyTimeout(
                 f"changegate stopped waiting for the review body after {self.limits.read_seconds:g} s"

@@ -15,6 +15,7 @@ import asyncio
 import datetime
 import gzip
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -432,6 +433,29 @@ async def test_body_that_does_not_arrive_is_408(client_for: ClientFactory) -> No
     finally:
         await request.hang_up()
     await eventually(lambda: gate.small_bytes_in_use == 0)
+
+
+async def test_caller_hanging_up_mid_body_frees_its_room_and_is_no_server_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Over TLS, as served: a hostile caller can hang up at will, so it must not log errors.
+    _, cert, key = tls.ensure_dev_certs(tmp_path)
+    app = server.build_app(store=_synced_store(), clock=lambda: NOW)
+    served = await server.serve(app=app, host="127.0.0.1", port=0, cert_file=cert, key_file=key)
+    gate = app[server.GATE]
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    try:
+        with caplog.at_level(logging.ERROR):
+            _, writer = await asyncio.open_connection("127.0.0.1", served.port, ssl=ctx)
+            writer.write(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            await writer.drain()
+            await eventually(lambda: gate.small_bytes_in_use == 1000)
+            writer.close()
+            await eventually(lambda: gate.small_bytes_in_use == 0)
+            await asyncio.sleep(0.05)  # let aiohttp finish with the connection
+    finally:
+        await served.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_byte_budget_grants_in_arrival_order() -> None:
