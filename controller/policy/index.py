@@ -832,9 +832,14 @@ class Snapshot:
     def _policy_controls_target(self, p: CompiledPolicy, target: crds.WindowTarget) -> bool:
         match = p.policy.spec.match
         rules = matching.effective_rules(target.resources)
+        # A target that names namespace updates or deletions (relabelling, deleting) concerns
+        # the policies whose scope that moves. Only when named: a wildcard target would
+        # otherwise make every label-selected policy an approver of every broad window; its
+        # relabels stay controlled, they just cannot be approved through it.
         scope_change = any(
-            matching.rules_overlap(NAMESPACE_SCOPE_CHANGES, r) for r in rules
-        )  # relabelling or deleting a namespace is controlled by the policies it concerns
+            "namespaces" in r.resources and matching.rules_overlap(NAMESPACE_SCOPE_CHANGES, r)
+            for r in rules
+        )
         if not scope_change and not any(
             matching.rules_overlap(a, b) for a in p.effective for b in rules
         ):

@@ -354,7 +354,8 @@ def test_emergency_window_opens_now_for_the_break_glass_group(
     )
     assert r.code == 0, r.err
     spec = json.loads(r.out)["window"]["spec"]
-    assert spec["emergency"] == {"reason": "INC-77 payments down"}
+    # Break-glass is per policy: the CLI names the policies whose break-glass sam holds.
+    assert spec["emergency"] == {"reason": "INC-77 payments down", "policies": [POLICY]}
     assert spec["identities"] == [IDENTITY]  # found by who sam is
     assert spec["schedule"]["start"] == rfc3339(NOW)
     # Everything in the namespace, any operation, without prior approval.
@@ -566,7 +567,27 @@ def test_can_i_answers_the_same_as_the_webhook(
         ops = cp.identity("olga@example.com", ["cli-payments-ops", "cli-users"]).kubeconfig
         refused = run(ops, "approve", "cli-chg-webhook", "--yes")
         assert refused.code == 2
-        assert "changegate rejected the approval" in refused.err, refused.err
+        # The CLI knows the rules and says so before sending anything ...
+        assert "you are not in an approver group (cli-approvers)" in refused.err, refused.err
+        # ... and the webhook refuses the same approval written by hand.
+        raw = json.loads(cp.kubectl("get", "changewindow", "cli-chg-webhook", "-o", "json").stdout)
+        entry = {
+            "approver": "olga@example.com",
+            "specHash": approvals.spec_hash(raw["spec"]),
+            "policies": [POLICY],
+        }
+        by_hand = cp.kubectl(
+            "patch",
+            "changewindow",
+            "cli-chg-webhook",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"approvals": [entry]}}),
+            as_user="olga@example.com",
+            as_groups=["cli-payments-ops", "cli-users"],
+        )
+        assert by_hand.returncode != 0
+        assert "not in an approver group of policy" in by_hand.stderr, by_hand.stderr
         bob = cp.identity("bob@example.com", ["cli-approvers", "cli-users"]).kubeconfig
         accepted = run(bob, "approve", "cli-chg-webhook", "--yes")
         assert accepted.code == 0, accepted.err
