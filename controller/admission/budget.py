@@ -83,11 +83,17 @@ class ByteBudget:
         self.used = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
-    async def acquire(self, size: int) -> None:
+    def try_acquire(self, size: int) -> bool:
+        """Take ``size`` bytes now if they are free and nobody is waiting; never waits."""
         if size > self.capacity:
             raise ValueError(f"{size} bytes can never fit a budget of {self.capacity}")
         if not self._waiters and self.used + size <= self.capacity:
             self.used += size
+            return True
+        return False
+
+    async def acquire(self, size: int) -> None:
+        if self.try_acquire(size):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (size, waiter)
@@ -129,8 +135,13 @@ class Gate:
     def large_in_use(self) -> bool:
         return self._large.locked()
 
-    @contextlib.asynccontextmanager
-    async def small(self, size: int) -> AsyncIterator[None]:
+    def small(self, size: int) -> _SmallReservation:
+        return _SmallReservation(self, size)
+
+    async def _enter_small(self, size: int) -> None:
+        # The common case -- room to spare -- costs no timer: this runs for every review.
+        if self._small.try_acquire(size):
+            return
         try:
             async with asyncio.timeout(self.limits.wait_seconds):
                 await self._small.acquire(size)
@@ -138,10 +149,9 @@ class Gate:
             raise codec.Busy(
                 "changegate is busy: too many review bytes in flight on this replica; retry"
             ) from None
-        try:
-            yield
-        finally:
-            self._small.release(size)
+
+    def _leave_small(self, size: int) -> None:
+        self._small.release(size)
 
     @contextlib.asynccontextmanager
     async def large(self) -> AsyncIterator[None]:
@@ -166,6 +176,22 @@ class Gate:
                 f"more than the {self.limits.large_budget_bytes >> 20} MiB a review may use on "
                 "a changegate replica (its objects are mostly JSON punctuation)"
             )
+
+
+class _SmallReservation:
+    """``async with gate.small(size):`` -- room for one small body, given back on exit."""
+
+    __slots__ = ("_gate", "_size")
+
+    def __init__(self, gate: Gate, size: int) -> None:
+        self._gate = gate
+        self._size = size
+
+    async def __aenter__(self) -> None:
+        await self._gate._enter_small(self._size)
+
+    async def __aexit__(self, *_: object) -> None:
+        self._gate._leave_small(self._size)
 
 
 class Worker:

@@ -108,10 +108,16 @@ class _Routes:
     async def _read(self, http: web.Request) -> bytearray:
         """The body, up to ``max_body_bytes`` and ``read_seconds``; one buffer, never copied."""
         limit = self.limits.max_body_bytes
-        body = bytearray()
+        content = http.content
+        # Usually the whole review came in with the headers: take it without arming a timer.
+        body = bytearray(content.read_nowait())
+        if len(body) > limit:
+            raise self._too_large(len(body))
+        if content.at_eof():
+            return body
         try:
             async with asyncio.timeout(self.limits.read_seconds):
-                while chunk := await http.content.readany():
+                while chunk := await content.readany():
                     if len(body) + len(chunk) > limit:
                         raise self._too_large(len(body) + len(chunk))
                     body += chunk
