@@ -102,29 +102,23 @@ def service_account_username(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
-def _is_status(resource: str) -> bool:
-    # "deployments/status" and "*/status": status writes are never gated, so never sent.
-    return resource.partition("/")[2] == "status"
-
-
 def controlled_rules(policies: Iterable[crds.ChangePolicy]) -> list[dict[str, Any]]:
     """The union of the policies' ``match.resources`` as webhook rules, deterministic.
 
     Every path with the same effect as a rule (``matching.effective_rules``: scale, eviction,
-    ephemeral containers, resize) is sent too, and namespace updates and deletions whenever
-    any policy exists. Rules with the same operations and API groups are merged into one, so
+    ephemeral containers, resize, and status -- which a matchCondition lets through only when
+    the write changes metadata) is sent too, and namespace updates and deletions whenever any
+    policy exists. Rules with the same operations and API groups are merged into one, so
     the configuration stays small and stable when many policies control the same kinds.
     """
     merged: dict[tuple[tuple[str, ...], tuple[str, ...]], set[str]] = {}
     rules = [r for p in policies for r in matching.effective_rules(p.spec.match.resources)]
-    if any(not _is_status(r) for rule in rules for r in rule.resources):
+    if rules:
         # Something is controlled, so its scope is too: relabelling or deleting a namespace
         # can move it out of a policy's scope, which that policy controls (``decide``).
         rules.append(index.NAMESPACE_SCOPE_CHANGES)
     for rule in rules:
-        resources = {r for r in rule.resources if not _is_status(r)}
-        if not resources:
-            continue
+        resources = set(rule.resources)
         operations = tuple(sorted({str(op) for op in rule.operations}))
         if "*" in operations:
             operations = ("*",)
@@ -155,11 +149,9 @@ def exemption_match_conditions(
     to the API server too means those requests do not depend on changegate being up.
     """
     conditions = [
-        # Wildcard rules ("*/*", "pods/*") cannot exclude status by themselves.
-        {
-            "name": "not-status-subresource",
-            "expression": "!has(request.subResource) || request.subResource != 'status'",
-        },
+        # A status write reaches changegate only when it changes metadata (which /status can):
+        # controllers' status-only writes never depend on changegate being up.
+        {"name": "status-only-if-metadata-changes", "expression": status_match_expression()},
     ]
     users = [KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER] if builtin_exemptions else []
     if self_username:
@@ -182,6 +174,21 @@ def exemption_match_conditions(
             }
         )
     return conditions
+
+
+def status_match_expression() -> str:
+    """CEL: not a status-like subresource, or one whose write changes the metadata that
+    ``decide`` gates (``matching.STATUS_VISIBLE_METADATA``) -- the same rule, in two places
+    that must agree (a test evaluates both on the same cases against the API server)."""
+    changed = " || ".join(
+        f"(has(object.metadata.{f}) != has(oldObject.metadata.{f}))"
+        f" || (has(object.metadata.{f}) && object.metadata.{f} != oldObject.metadata.{f})"
+        for f in matching.STATUS_VISIBLE_METADATA
+    )
+    return (
+        "!has(request.subResource) || !(request.subResource in"
+        f" {_cel_list(matching.STATUS_LIKE)}) || request.operation != 'UPDATE' || {changed}"
+    )
 
 
 def _client_config(

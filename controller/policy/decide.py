@@ -3,7 +3,10 @@
 ``decide(request, snapshot=..., now=...)`` answers every request that reaches the webhook.
 changegate's own resources go to ``validation``; everything else follows the spec:
 
-1. Status subresources are never gated.
+1. Status subresources are never gated -- unless the write changes the object's labels,
+   annotations, finalizers or owner references, which the API server lets ``/status`` (and a
+   namespace's ``/finalize``) do: such a write has the effect of an update and is decided as
+   one (the spec's "an API path with the same effect is controlled with it").
 2. The controlling policies are those whose ``match`` covers the request; none -> allow.
 3. An UPDATE that changes nothing but bookkeeping metadata is allowed (GitOps re-applies).
 4. Each controlling policy decides on its own (exemption, emergency window, blackout,
@@ -233,7 +236,10 @@ def _decide(
     now: datetime.datetime,
     namespace_labels: Mapping[str, str] | None,
 ) -> Decision:
-    if request.subresource == "status":
+    if request.subresource in matching.STATUS_LIKE and not (
+        request.operation == "UPDATE"
+        and matching.status_write_changes_metadata(request.object, request.old_object)
+    ):
         return _decision(
             allowed=True,
             outcome="allow",
@@ -320,7 +326,12 @@ def _decide(
 
 
 def _is_namespace_object(request: Request) -> bool:
-    return request.api_group == "" and request.resource == "namespaces" and not request.subresource
+    """A write to a Namespace itself (``/status`` and ``/finalize`` can relabel it too)."""
+    return (
+        request.api_group == ""
+        and request.resource == "namespaces"
+        and (not request.subresource or request.subresource in matching.STATUS_LIKE)
+    )
 
 
 def _labels_of(obj: Mapping[str, Any] | None) -> Mapping[str, str] | None:

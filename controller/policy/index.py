@@ -455,10 +455,11 @@ def _drop(
 
 NAMESPACE_SCOPE_CHANGES = crds.ResourceRule(
     api_groups=[""],
-    resources=["namespaces"],
+    resources=["namespaces", *(f"namespaces/{sub}" for sub in matching.STATUS_LIKE)],
     operations=[crds.Operation.UPDATE, crds.Operation.DELETE],
 )
-"""Changes of a Namespace object that can move it across a policy's scope (``decide``)."""
+"""Changes of a Namespace object that can move it across a policy's scope (``decide``): its
+labels change through an update, ``/status`` or ``/finalize``; deleting it removes it."""
 
 INCREMENTAL_LIMIT = 2_000
 """Above this many changed windows a full re-index is as cheap as patching the old one."""

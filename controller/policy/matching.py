@@ -153,6 +153,37 @@ POD_EVICTION = "pods/eviction"
 """Evicting a pod deletes it (``kubectl drain``, or a plain POST of an Eviction)."""
 
 
+STATUS_LIKE = ("status", "finalize")
+"""Subresources meant for controllers' bookkeeping -- which the API server nevertheless lets
+change an object's metadata (verified against kube-apiserver v1.37: labels and annotations of
+pods, services, ingresses, namespaces via ``/status``; a namespace's labels via ``/finalize``)."""
+
+STATUS_VISIBLE_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
+"""The metadata a status-like write can change with an effect beyond status: a label moves a
+pod into a Service or a namespace out of a policy, an annotation reconfigures a load balancer
+or an ingress, a finalizer or owner reference changes what deletion does."""
+
+
+def status_write_changes_metadata(
+    obj: Mapping[str, Any] | None, old: Mapping[str, Any] | None
+) -> bool:
+    """Whether a write to a status-like subresource changes ``STATUS_VISIBLE_METADATA``.
+
+    Such a write has the same effect as an update of the object and is decided as one; a
+    write that changes only status is never gated. Without both objects nothing can be said,
+    so it counts as a change (fail closed).
+    """
+    if obj is None or old is None:
+        return True
+    new_meta = obj.get("metadata") or {}
+    old_meta = old.get("metadata") or {}
+    if not isinstance(new_meta, Mapping) or not isinstance(old_meta, Mapping):
+        return True
+    return any(
+        (new_meta.get(f) or None) != (old_meta.get(f) or None) for f in STATUS_VISIBLE_METADATA
+    )
+
+
 def effective_rules(rules: Sequence[crds.ResourceRule]) -> tuple[crds.ResourceRule, ...]:
     """``rules`` plus every API path with the same effect as something they cover.
 
@@ -162,7 +193,9 @@ def effective_rules(rules: Sequence[crds.ResourceRule]) -> tuple[crds.ResourceRu
     webhook's own rules), so a policy and a window always agree on them:
 
     - UPDATE of ``R`` -> UPDATE of ``R/scale`` (scaling is an update of ``spec.replicas``;
-      for every resource, so custom resources with a scale subresource are covered too);
+      for every resource, so custom resources with a scale subresource are covered too) and
+      of ``R/status`` (which can change labels and annotations; ``decide`` gates such a write
+      only when it does, see ``status_write_changes_metadata``);
     - UPDATE of pods -> UPDATE of ``pods/ephemeralcontainers`` and ``pods/resize``;
     - DELETE of pods -> CREATE of ``pods/eviction``.
 
@@ -180,7 +213,7 @@ def effective_rules(rules: Sequence[crds.ResourceRule]) -> tuple[crds.ResourceRu
             out.append(
                 crds.ResourceRule(
                     api_groups=list(rule.api_groups),
-                    resources=[f"{r}/{SCALE}" for r in plain],
+                    resources=[f"{r}/{sub}" for r in plain for sub in (SCALE, "status")],
                     operations=[crds.Operation.UPDATE],
                 )
             )

@@ -62,6 +62,8 @@ rules:
 - {apiGroups: [""], resources: [pods/ephemeralcontainers, pods/resize], verbs: [get, patch, update]}
 - {apiGroups: [apps], resources: [deployments, deployments/scale], verbs: [get, list, watch, create, update, patch]}
 - {apiGroups: [""], resources: [namespaces], verbs: [get, list, watch, create, patch, update, delete]}
+- {apiGroups: [""], resources: [namespaces/status, namespaces/finalize, services/status], verbs: [get, patch, update]}
+- {apiGroups: [""], resources: [services], verbs: [get, list, create, update, patch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -454,6 +456,24 @@ def test_4_relabelling_or_deleting_a_namespace_out_of_a_policy_is_controlled(wor
     message = denied(world.kubectl("label", "namespace", world.pay, f"{label}-", who=DAVE))
     assert f"UPDATE namespaces {world.pay}" in message and f"policy {world.a}" in message
     denied(world.kubectl("delete", "namespace", world.pay, "--wait=false", who=DAVE))
+    # The API server lets /status and /finalize change a namespace's labels: same control.
+    unlabel = json.dumps({"metadata": {"labels": {label: None}}})
+    out = world.kubectl(
+        "patch", "namespace", world.pay, "--subresource=status", "-p", unlabel, who=DAVE
+    )
+    assert f"changegate denied UPDATE namespaces/status {world.pay}" in out.stderr, out.stderr
+    current = json.loads(world.kubectl("get", "namespace", world.pay, "-o", "json").stdout)
+    del current["metadata"]["labels"][label]
+    out = world.kubectl(
+        "replace",
+        "--raw",
+        f"/api/v1/namespaces/{world.pay}/finalize",
+        "-f",
+        "-",
+        input=json.dumps(current),
+        who=DAVE,
+    )
+    assert f"changegate denied UPDATE namespaces/finalize {world.pay}" in out.stderr, out.stderr
     # Into scope is a scope change too.
     denied(world.kubectl("label", "namespace", world.ledger, f"{label}=true", who=DAVE))
     # Other label changes are not.
@@ -635,6 +655,56 @@ def test_7_eviction_debug_resize_and_scale_are_controlled_with_delete_and_update
         assert "changegate" not in out.stderr, out.stderr
 
     eventually(evicted)
+
+
+def test_7_a_status_write_that_changes_labels_or_annotations_is_an_update(world: World) -> None:
+    services = {"apiGroups": [""], "resources": ["services"], "operations": ["CREATE", "UPDATE"]}
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+    }
+    admitted(world.kubectl("create", "namespace", world.pay))
+    admitted(world.kubectl("create", "-n", world.pay, "-f", "-", input=json.dumps(svc)))
+    world.setup(
+        policies=[
+            world.policy(
+                world.a,
+                namespaces=[world.pay],
+                approvers="change-approvers",
+                break_glass="sre-oncall",
+                rules=[CONFIGMAPS, services],
+            )
+        ]
+    )
+    # An annotation that would make a cloud load balancer public, written through /status.
+    public = json.dumps(
+        {
+            "metadata": {
+                "annotations": {"service.beta.kubernetes.io/load-balancer-internal": "false"}
+            }
+        }
+    )
+    out = world.kubectl(
+        "patch", "service", "lb", "-n", world.pay, "--subresource=status", "-p", public, who=DAVE
+    )
+    assert "changegate denied UPDATE services/status" in out.stderr, out.stderr
+    # A write of status alone is never gated (controllers keep working when changegate is down).
+    status_only = json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}})
+    admitted(
+        world.kubectl(
+            "patch",
+            "service",
+            "lb",
+            "-n",
+            world.pay,
+            "--subresource=status",
+            "-p",
+            status_only,
+            who=DAVE,
+        )
+    )
 
 
 def test_7_applying_a_partial_workloads_policy_warns_which_doors_it_leaves_open(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -711,6 +712,43 @@ def test_a_selector_window_approval_without_recorded_namespaces_covers_none() ->
         namespaces={"payments": CONTROLLED_LABELS},
     )
     assert run(snap=snap).reason is decide.Reason.NOT_APPROVED
+
+
+# -- /status can change metadata: such a write is an update ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("meta_change", "reason"),
+    [
+        pytest.param({}, decide.Reason.STATUS_SUBRESOURCE, id="status-only"),
+        pytest.param({"labels": {"app": "evil"}}, decide.Reason.NO_WINDOW, id="labels"),
+        pytest.param({"annotations": {"lb": "public"}}, decide.Reason.NO_WINDOW, id="annotations"),
+        pytest.param({"finalizers": ["x/y"]}, decide.Reason.NO_WINDOW, id="finalizers"),
+    ],
+)
+def test_a_status_write_that_changes_metadata_is_decided_as_an_update(
+    meta_change: dict[str, Any], reason: decide.Reason
+) -> None:
+    old = {"metadata": {"name": "web", "labels": {"app": "web"}}, "status": {"replicas": 1}}
+    new = copy.deepcopy(old)
+    new["status"]["replicas"] = 2
+    new["metadata"].update(meta_change)
+    req = request(subresource="status", object=new, old_object=old)
+    assert run(req, snapshot(windows=[])).reason is reason
+    # A window for updating the object admits its metadata change through /status too.
+    assert run(req).allowed
+
+
+def test_relabelling_a_namespace_through_status_or_finalize_is_a_scope_change() -> None:
+    snap = snapshot(policies=[_selector_policy()], namespaces={"payments": CONTROLLED_LABELS})
+    for sub in ("status", "finalize"):
+        req = _ns_request("UPDATE", old=CONTROLLED_LABELS, new={"team": "pay"})
+        d = run(_with_subresource(req, sub), snap)
+        assert (d.allowed, d.reason) == (False, decide.Reason.NO_WINDOW), sub
+
+
+def _with_subresource(req: decide.Request, sub: str) -> decide.Request:
+    return dataclasses.replace(req, subresource=sub)
 
 
 # -- paths with the same effect --------------------------------------------------------------

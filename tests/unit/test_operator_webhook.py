@@ -70,7 +70,7 @@ def test_controlled_rules_are_the_union_of_policy_matches() -> None:
             "operations": ["DELETE", "UPDATE"],
             "apiGroups": [""],
             "apiVersions": ["*"],
-            "resources": ["namespaces"],
+            "resources": ["namespaces", "namespaces/finalize", "namespaces/status"],
             "scope": "*",
         },
         # Scaling is an update by another path: sent with the update it is equivalent to.
@@ -81,8 +81,10 @@ def test_controlled_rules_are_the_union_of_policy_matches() -> None:
             "resources": [
                 "deployments",
                 "deployments/scale",
+                "deployments/status",
                 "statefulsets",
                 "statefulsets/scale",
+                "statefulsets/status",
             ],
             "scope": "*",
         },
@@ -101,29 +103,30 @@ def test_paths_with_the_same_effect_as_a_controlled_one_are_sent() -> None:
     } <= sent
 
 
-@pytest.mark.parametrize(
-    ("resources", "sent"),
-    [
-        (["deployments", "deployments/status"], ["deployments", "deployments/scale"]),
-        (["*/status", "deployments/scale"], ["deployments/scale"]),
-        (["deployments/status"], None),
-    ],
-)
-def test_status_subresources_are_never_sent(resources: list[str], sent: list[str] | None) -> None:
-    config = build(policy("p", {**DEPLOYMENTS, "resources": resources}))
-    controlled = hooks(config).get(webhook.CONTROLLED_WEBHOOK)
-    if sent is None:
-        assert controlled is None
-    else:
-        assert controlled is not None
-        apps = [r["resources"] for r in controlled["rules"] if r["apiGroups"] == ["apps"]]
-        assert apps == [sent]
-
-
-def test_wildcard_rules_still_skip_status_with_a_match_condition() -> None:
+def test_status_writes_are_sent_only_when_they_change_metadata() -> None:
+    """/status can change labels and annotations (the API server allows it), which has the
+    effect of an update: such writes are sent; status-only writes never are."""
     config = build(policy("p", {**DEPLOYMENTS, "resources": ["*/*"]}))
-    conditions = hooks(config)[webhook.CONTROLLED_WEBHOOK]["matchConditions"]
-    assert any("subResource != 'status'" in c["expression"] for c in conditions)
+    controlled = hooks(config)[webhook.CONTROLLED_WEBHOOK]
+    (condition,) = [
+        c for c in controlled["matchConditions"] if c["name"] == "status-only-if-metadata-changes"
+    ]
+    for field in ("labels", "annotations", "finalizers", "ownerReferences"):
+        assert f"object.metadata.{field} != oldObject.metadata.{field}" in condition["expression"]
+    sent = {r for rule in controlled["rules"] for r in rule["resources"]}
+    assert "deployments/status" in build_sent(DEPLOYMENTS)
+    assert "*/*" in sent
+
+
+def build_sent(rule: dict[str, Any]) -> set[str]:
+    config = build(policy("p", rule))
+    return {
+        r
+        for w in config["webhooks"]
+        if w["name"] == webhook.CONTROLLED_WEBHOOK
+        for rule_ in w["rules"]
+        for r in rule_["resources"]
+    }
 
 
 def test_wildcard_operation_absorbs_the_others() -> None:
