@@ -4,25 +4,39 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Install only the locked, hash-checked files: a local wheel folder must not stand in for them.
+unexport PIP_FIND_LINKS
 
-.PHONY: help venv controlplane helm lint test test-unit test-integration demo cluster bench sync-crds clean
+.PHONY: help venv lock image controlplane helm lint test test-unit test-integration demo cluster bench sync-crds clean
 
 help:
-	@echo "make test          set everything up (venv, control plane, helm) and run lint + all tests"
+	@echo "make test          set everything up (venv, control plane, helm, image) and run lint + all tests"
 	@echo "make demo          run changegate end to end on a local control plane"
 	@echo "make lint          ruff, ruff format --check, mypy --strict, import-linter"
+	@echo "make image         build the container image (podman) as the chart's default image"
+	@echo "make lock          refresh uv.lock and requirements/*.txt (UPGRADE=1: newest allowed pins)"
 	@echo "make controlplane  build (or reuse) etcd, kube-apiserver, kubectl from Go modules"
 	@echo "make cluster       start a local control plane and print how to use it"
 	@echo "make bench         run the benchmarks (they print figures)"
 
-# The virtualenv is rebuilt when pyproject.toml changes.
-$(VENV)/.stamp: pyproject.toml
+# The virtualenv installs exactly the lock (requirements/dev.txt: runtime, test and dev
+# dependencies, pip and the build backend, every file checked against its hash), then
+# changegate itself, editable, built by the pinned backend. Re-run when either changes.
+$(VENV)/.stamp: pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# Re-resolve after editing dependencies in pyproject.toml; commit uv.lock and requirements/.
+lock: venv
+	bash hack/lock.sh $(if $(UPGRADE),--upgrade)
+
+# ghcr.io/changegate/changegate:<version> (the chart's default image), built with podman.
+image:
+	nice bash hack/build-image.sh
 
 controlplane: venv
 	$(PY) -m controller.devcluster build
@@ -31,6 +45,7 @@ helm:
 	@bash hack/build-helm.sh >/dev/null
 
 lint: venv
+	bash hack/lock.sh --check
 	$(VENV)/bin/ruff check controller tests bench
 	$(VENV)/bin/ruff format --check controller tests bench
 	$(VENV)/bin/mypy
@@ -40,13 +55,13 @@ sync-crds:
 	mkdir -p charts/changegate/crds
 	cp crds/*.yaml charts/changegate/crds/
 
-test: venv controlplane helm lint
+test: venv controlplane helm image lint
 	$(PY) -m pytest -q tests
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
 
-test-integration: venv controlplane helm
+test-integration: venv controlplane helm image
 	$(PY) -m pytest -q tests/integration
 
 cluster: controlplane
