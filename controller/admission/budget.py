@@ -16,16 +16,18 @@ reviews are handled:
    can make (``codec.parsed_size_bound``) must fit ``large_budget_bytes``, or it is
    answered 413 without being parsed. Others wait for it as in (1).
 
-With the defaults that is 16 + 9 + 64 = 89 MiB above an idle replica (which holds ~120 MiB
-with its index and clients), inside the chart's 256 MiB limit with room for TLS buffers and
-allocator slack. Waiting is preferred to refusing because every review is cheap once read
+With the defaults that is 8 + 9 + 80 = 97 MiB above an idle replica (which holds ~110-120 MiB
+with its index and clients), inside the chart's 256 MiB limit with room for connections
+(~0.3 MiB each, mostly asyncio's TLS read buffer) and allocator slack. Waiting is preferred to refusing because every review is cheap once read
 (~100 us); the waits end before the API server's own timeout (the webhook's
 ``timeoutSeconds``, 5 s), so the caller hears changegate's reason rather than a timeout.
 
 A review the API server sends is never bigger than ``codec.MAX_BODY_BYTES`` (24 MiB) and its
 objects at most 1.5 MiB each before escaping, so every such review fits (3) unless its objects
 are mostly JSON punctuation -- e.g. a custom resource that is a 1.5 MiB list of empty
-objects, which parses to ~50 MiB of dicts per object. Those are refused, failing closed.
+objects, which parses to ~50 MiB of dicts per object -- or a large deep one whose text is not
+plain ASCII. Those are refused, failing closed. The largest review of escaped text (24 MiB)
+takes ~72 MiB to parse by that bound, which is what sizes ``large_budget_bytes``.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ class Limits:
 
     max_body_bytes: int = codec.MAX_BODY_BYTES
     small_body_bytes: int = 256 << 10
-    small_budget_bytes: int = 16 << 20
-    large_budget_bytes: int = 64 << 20
+    small_budget_bytes: int = 8 << 20
+    large_budget_bytes: int = 80 << 20
     wait_seconds: float = 4.0
     read_seconds: float = 4.0
 
@@ -68,8 +70,11 @@ class Limits:
         # Anything admitted must be able to fit on its own, or it would wait forever.
         if self.small_budget_bytes < self.small_body_bytes:
             raise ValueError("small_budget_bytes must hold at least one small body")
-        if self.large_budget_bytes < self.max_body_bytes:
-            raise ValueError("large_budget_bytes must hold at least one body of max_body_bytes")
+        if self.large_budget_bytes < 3 * self.max_body_bytes:
+            raise ValueError(
+                "large_budget_bytes must hold the parse of a max_body_bytes review of escaped "
+                "text (3 bytes for each byte of body)"
+            )
 
 
 class ByteBudget:
@@ -167,9 +172,9 @@ class Gate:
         finally:
             self._large.release()
 
-    def check_fits(self, body: bytes | bytearray, *, extra: int = 0) -> None:
+    def check_fits(self, body: bytes | bytearray, *, deep: bool = False) -> None:
         """Refuse (413) a large review whose parse could exceed ``large_budget_bytes``."""
-        need = codec.parsed_size_bound(body) + extra
+        need = codec.parsed_size_bound(body, deep=deep)
         if need > self.limits.large_budget_bytes:
             raise codec.BodyTooLarge(
                 f"AdmissionReview of {len(body)} bytes could take {need >> 20} MiB to decide, "

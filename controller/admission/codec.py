@@ -186,11 +186,16 @@ def _refuse_constant(name: str) -> NoReturn:
 #
 # Python objects are much bigger than the JSON that describes them: ``[{"":{}},...]`` parses
 # to 32 bytes of dicts per byte of body on CPython 3.11 (measured with tracemalloc; ``[{},...]``
-# 24x, ``[[],...]`` 21x, a list of numbers 4-10x, escaped text 0.2x). A review's cost is
-# therefore bounded by its punctuation: every container, member and element is announced by
-# one of ``{ [ : ,``, and each weight below covers the most a parse makes for one of them
-# (``{``: an empty dict with room for 5 keys; ``:`` or ``,``: one more slot and its value
-# object; a value's own characters are paid by the body bytes that spell it).
+# 24x, ``[[],...]`` 21x, a list of numbers 4-10x). That cost is bounded by punctuation: every
+# container, member and element is announced by one of ``{ [ : ,``, and each weight below
+# covers the most a parse makes for one of them (``{``: an empty dict with room for 5 keys;
+# ``:`` or ``,``: one more slot and its value object).
+#
+# Text costs by width: a Python str holds 1, 2 or 4 bytes a character, by its widest one, and
+# the parser decodes each string into a scratch buffer first. So the characters a body spells
+# cost at most (1 + width) bytes per body byte (measured on 24 MiB bodies, jiter: escaped
+# ``\u003c`` 1.3x, ASCII 2.0x, CJK 1.7x, ASCII with emoji 2.5x; RSS, not just Python objects).
+# The stdlib parser (deep reviews) first decodes the whole body to one more str.
 _TOKEN_WEIGHTS: Final = ((b"{", 200), (b"[", 80), (b":", 72), (b",", 72))
 
 #: A bound on parsed size per body byte, whatever the JSON: ``{},`` is the densest punctuation
@@ -198,13 +203,28 @@ _TOKEN_WEIGHTS: Final = ((b"{", 200), (b"[", 80), (b":", 72), (b",", 72))
 MAX_PARSED_BYTES_PER_BODY_BYTE: Final = 36
 
 
-def parsed_size_bound(body: bytes | bytearray) -> int:
-    """An upper bound on the memory ``body`` and its parsed objects take, in bytes.
+def parsed_size_bound(body: bytes | bytearray, *, deep: bool = False) -> int:
+    """An upper bound on the memory ``body`` and what parsing it makes take, in bytes.
 
-    Characters inside strings are counted as punctuation too: the bound only gets safer. It
-    costs a few ``bytes.count`` passes (~10 ms for 24 MiB), paid only by large reviews.
+    ``deep``: for ``parse_deep_review``. Characters inside strings are counted as punctuation
+    too: the bound only gets safer. It costs a few ``bytes.count`` passes (~10 ms for 24 MiB),
+    paid only by large reviews.
     """
-    return len(body) + sum(body.count(token) * weight for token, weight in _TOKEN_WEIGHTS)
+    width = _widest_character_bytes(body)
+    text = len(body) * (1 + width + (width if deep else 0))
+    return len(body) + text + sum(body.count(token) * weight for token, weight in _TOKEN_WEIGHTS)
+
+
+def _widest_character_bytes(body: bytes | bytearray) -> int:
+    """The most bytes a character of ``body`` may take in a Python str: 1, else 4 (2 or 4).
+
+    Go's encoder writes non-ASCII as raw UTF-8 and escapes only control characters, ``<>&``
+    (all ``\\u00XX``, one byte in a str), U+2028/U+2029 and U+FFFD; so the reviews the API
+    server sends with escaped text are ASCII with ``\\u00`` escapes alone.
+    """
+    if body.isascii() and body.count(b"\\u") == body.count(b"\\u00"):
+        return 1
+    return 4
 
 
 def explain(error: pydantic.ValidationError) -> str:

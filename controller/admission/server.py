@@ -148,9 +148,7 @@ class _Routes:
                 return codec.parse_review(body), False
             except codec.DeepReview:
                 pass
-            # The stdlib parser first decodes the body to text: one more copy of it, at up to
-            # 4 bytes a character once one is outside Latin-1.
-            self.gate.check_fits(body, extra=len(body) * (1 if body.isascii() else 4))
+            self.gate.check_fits(body, deep=True)  # the stdlib parser needs more
             with budget.deep_recursion():
                 return codec.parse_deep_review(body), True
 

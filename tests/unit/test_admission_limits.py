@@ -17,11 +17,13 @@ import gzip
 import json
 import logging
 import ssl
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pydantic_core
 import pytest
 from aiohttp import test_utils, web
 
@@ -380,6 +382,50 @@ async def test_review_too_dense_to_parse_within_the_budget_is_413(
         ),
     )
     assert response["allowed"] is True
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("<" * ((16 << 20) // 6), 200),
+        ("a" * (16 << 20), 200),
+        ("\U0001f600" + "a" * ((16 << 20) - 4), 413),
+    ],
+    ids=["escaped", "ascii", "ascii-and-an-emoji"],
+)
+async def test_large_review_is_parsed_only_if_its_text_fits_at_its_width(
+    client_for: ClientFactory, value: str, status: int
+) -> None:
+    # 16 MiB of text: at one byte a character it fits; one emoji makes the str four bytes a
+    # character, and no review the API server sends is that big with raw non-ASCII text.
+    client = await client_for()
+    body = review_body(
+        resource=CONFIGMAPS, operation="CREATE", object_json=configmap(value), old_object_json=None
+    )
+    assert (16 << 20) <= len(body) < (17 << 20)
+    if status == 200:
+        assert (await decided(client, body))["allowed"] is True
+    else:
+        assert "MiB a review may use" in await refused(client, body, status)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [b"{}", b'{"":{}}', b'{"k":"v"}', b"[[[]]]", b"[1.5]", b'"abc\\u003c"', b"null", b"-1"],
+)
+@pytest.mark.parametrize("deep", [False, True], ids=["fast", "deep"])
+def test_parsed_size_bound_covers_the_objects_a_parse_makes(item: bytes, deep: bool) -> None:
+    body = b"[" + b",".join([item] * 5000) + b"]"
+    tracemalloc.start()
+    try:
+        if deep:
+            json.loads(body)
+        else:
+            pydantic_core.from_json(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(body) + peak <= codec.parsed_size_bound(body, deep=deep)
 
 
 # -- waiting for room ---------------------------------------------------------------------------------
