@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime
 import logging
 import time
@@ -260,6 +261,20 @@ def build_app(
     return app
 
 
+def _return_large_buffers_to_the_os() -> None:
+    """Have glibc's malloc serve every allocation of 1 MiB or more with its own mmap.
+
+    By default glibc raises that threshold each time such a block is freed (up to 32 MiB), so
+    after a few large reviews their bodies and parse buffers come from the heap instead, stay
+    resident when freed and fragment it. Measured on a replica deciding 24 MiB reviews: peak
+    RSS 200-222 MiB, and ~190 MiB afterwards, against 174 MiB and ~110-130 MiB with the
+    threshold pinned. Process-wide, like the memory limit it serves; a no-op without glibc.
+    """
+    m_mmap_threshold = -3  # from glibc's malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, 1 << 20)
+
+
 class Server:
     """A running admission server: where it listens, and how to stop it."""
 
@@ -306,6 +321,7 @@ async def serve(
     shutdown_timeout: float = 5.0,
 ) -> Server:
     """Listen with TLS on ``host:port`` (0 picks a free port) and reload certs as they change."""
+    _return_large_buffers_to_the_os()
     context = tls.server_context(cert_file=cert_file, key_file=key_file)
     reloader = tls.CertReloader(context=context, cert_file=cert_file, key_file=key_file)
     # No access log: every review already gets its structured decision line. No transparent
