@@ -250,6 +250,11 @@ def deep_recursion() -> Iterator[None]:
     The limit is the interpreter's, not the thread's: while it is raised, the event loop's
     thread has it too. Nothing there recurses over review content (the fast parser stops at
     ~200 levels by itself), and its 8 MiB stack would hold far more than this limit's frames.
+
+    CPython 3.11 (the image's) counts C recursion -- the json scanner, dict comparison --
+    against this limit. 3.12 and 3.13 count it against a fixed C limit instead (3.12.1: ~1,500
+    levels; 3.13.0: ~10,000), so there deeper reviews end in RecursionError: a 400, or a
+    decision that denies -- closed, never open.
     """
     previous = sys.getrecursionlimit()
     sys.setrecursionlimit(max(previous, DEEP_RECURSION_LIMIT))
