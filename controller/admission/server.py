@@ -107,7 +107,8 @@ class _Routes:
             return web.Response(status=e.http_status, text=e.message + "\n")
 
     async def _read(self, http: web.Request) -> bytearray:
-        """The body, up to ``max_body_bytes`` and ``read_seconds``; one buffer, never copied."""
+        """The body, up to ``max_body_bytes`` and ``read_seconds``, kept in the buffer it is read
+        into (parsers take a bytearray as they are: no copy to bytes)."""
         limit = self.limits.max_body_bytes
         content = http.content
         # Usually the whole review came in with the headers: take it without arming a timer.
