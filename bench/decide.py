@@ -133,10 +133,20 @@ def window_body(rng: random.Random, i: int, namespaces: list[str]) -> dict[str, 
         "schedule": schedule,
     }
     h = approvals.spec_hash(spec)
-    spec["approvals"] = [
-        {"approver": f"approver-{k}", "specHash": h} for k in range(rng.randint(0, 2))
-    ]
+    # Approvers here are in every policy's approverGroups, so each approval records all 50
+    # policies (the most an approval can carry here); selector windows record the namespaces
+    # their selector covered when signed, as `kubectl changegate approve` does.
+    entries: list[dict[str, Any]] = []
+    for k in range(rng.randint(0, 2)):
+        entry: dict[str, Any] = {"approver": f"approver-{k}", "specHash": h, "policies": POLICIES}
+        if "namespaceSelector" in target:
+            entry["namespaces"] = [ns for j, ns in enumerate(namespaces) if j % 40 == i % 40]
+        entries.append(entry)
+    spec["approvals"] = entries
     return {"metadata": {"name": f"window-{i:05d}"}, "spec": spec}
+
+
+POLICIES = [f"policy-{i:02d}" for i in range(50)]
 
 
 def requests(rng: random.Random, namespaces: list[str], n: int) -> list[decide.Request]:
