@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kube-apiserver {assets.KUBE_VERSION} ready at {cp.server}")
     print(f"  export KUBECONFIG={cp.kubeconfig}")
     print(f"  export PATH={bin_dir}:$PATH")
+    print(f"API server audit log: {cp.audit_log} (kubectl changegate report --audit-log FILE)")
     print("Ctrl-C stops it.", flush=True)
     try:
         stop.wait()

@@ -4,6 +4,16 @@ Envtest-style: enough of a cluster to exercise admission, RBAC, CRDs and watches
 identities. Identities are real: the admin and every test user authenticate with client
 certificates signed by the cluster's CA (CN = user, O = groups), or by impersonation.
 
+The API server writes an audit log as a production cluster would: the recommended policy of
+docs/operations.md (``docs/audit-policy.yaml``, the same file) into ``audit/audit.log`` of the
+work directory, so the tests and the demo read changegate's audit annotations where an auditor
+would. The log backend runs in ``blocking`` mode: each event is written in the request's own
+goroutine, unbuffered, before the API server moves on -- a test finds the entry of a request
+it just made (for the response stage, a moment after the response), where ``batch`` mode
+would hold it in a buffer for up to its max wait. Rotation (at ``AUDIT_LOG_MAXSIZE_MB``, gzip,
+``AUDIT_LOG_MAXBACKUP`` files) is on, as it should be anywhere, and sized so that a test
+session rarely rotates; the report reads rotated files anyway.
+
 Child processes get ``PR_SET_PDEATHSIG`` so they die with the process that started them even
 when it is killed with SIGKILL; ``stop()`` terminates them and is idempotent.
 """
@@ -33,6 +43,11 @@ from controller import pki
 from controller.devcluster import assets
 
 ADMIN_USER = "changegate-admin"
+
+#: The recommended audit policy (docs/operations.md#audit-log); the local API server uses it.
+AUDIT_POLICY = assets.repo_root() / "docs" / "audit-policy.yaml"
+AUDIT_LOG_MAXSIZE_MB = 50
+AUDIT_LOG_MAXBACKUP = 10
 
 
 def free_port() -> int:
@@ -91,6 +106,15 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's live audit log; rotated files sit next to it (``audit-*.log.gz``)."""
+        return self.workdir / "audit" / "audit.log"
+
+    def audit_log_files(self) -> list[Path]:
+        """The live audit log and its rotated predecessors, in no particular order."""
+        return sorted(self.audit_log.parent.glob("audit*.log*"))
 
     @property
     def kubectl_path(self) -> Path:
@@ -167,6 +191,7 @@ class ControlPlane:
     def _start_apiserver(self, pki_dir: Path) -> None:
         assert self.bin_dir is not None
         self.port = free_port()
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "kube-apiserver",
             [
@@ -190,6 +215,14 @@ class ControlPlane:
                 # No controller-manager runs: nothing would create the "default" service
                 # account that the ServiceAccount admission plugin insists on for pods.
                 "--disable-admission-plugins=ServiceAccount",
+                f"--audit-policy-file={AUDIT_POLICY}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+                f"--audit-log-maxsize={AUDIT_LOG_MAXSIZE_MB}",
+                f"--audit-log-maxbackup={AUDIT_LOG_MAXBACKUP}",
+                "--audit-log-maxage=0",
+                "--audit-log-compress",
                 "--v=1",
             ],
         )
