@@ -28,7 +28,7 @@ import ctypes
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +46,12 @@ NOT_READY_TEXT: Final = "changegate is starting: index not synced"
 
 Clock = Callable[[], datetime.datetime]
 OnDecision = Callable[[decide.Request, decide.Decision], None]
+NamespaceReader = Callable[[str], Awaitable[Mapping[str, str] | None]]
+"""Reads a namespace's labels from the API server (None: it does not exist). Used only for a
+namespace the index has not seen yet, when a policy picks namespaces by label."""
+
+#: How long a review may wait for a namespace's labels (the webhook's timeout is 5 s).
+NAMESPACE_READ_SECONDS: Final = 2.0
 
 #: Where the operator finds the metrics of an app it built (to set window phases).
 METRICS: Final = web.AppKey("changegate_metrics", metrics_mod.Metrics)
@@ -73,11 +79,14 @@ class _Routes:
         on_decision: OnDecision | None,
         metrics: metrics_mod.Metrics,
         limits: budget.Limits,
+        namespace_reader: NamespaceReader | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_decision = on_decision
         self.metrics = metrics
+        self.namespace_reader = namespace_reader
+        self._reading: dict[str, asyncio.Future[Mapping[str, str] | None]] = {}
         self.limits = limits
         self.gate = budget.Gate(limits)
         self.worker = budget.Worker()
@@ -98,7 +107,7 @@ class _Routes:
                     except codec.DeepReview:
                         async with self.gate.large():
                             return await self._answer_large(body, started=started)
-                    return self._answer(admission_request, started=started)
+                    return await self._answer(admission_request, started=started)
             async with self.gate.large():
                 body = await self._read(http)
                 return await self._answer_large(body, started=started)
@@ -156,7 +165,7 @@ class _Routes:
 
         admission_request, deep = await self.worker.run(parse)
         if not deep:
-            return self._answer(admission_request, started=started)
+            return await self._answer(admission_request, started=started)
 
         def decide_deep(run: Callable[[], decide.Decision]) -> decide.Decision:
             def on_worker() -> decide.Decision:
@@ -165,9 +174,9 @@ class _Routes:
 
             return self.worker.call(on_worker)
 
-        return self._answer(admission_request, started=started, decide_with=decide_deep)
+        return await self._answer(admission_request, started=started, decide_with=decide_deep)
 
-    def _answer(
+    async def _answer(
         self,
         admission_request: review.AdmissionRequest,
         *,
@@ -180,6 +189,16 @@ class _Routes:
             if self.store.ready:
                 snapshot = self.store.published()
                 decision = decide_with(lambda: decide.decide(request, snapshot=snapshot, now=now))
+                if decision.reason is decide.Reason.UNKNOWN_NAMESPACE:
+                    # The index has not seen this namespace yet (created a moment ago): never
+                    # decide "not controlled" from that; read its labels and decide again.
+                    labels = await self._namespace_labels(request.namespace)
+                    if labels is not None:
+                        decision = decide_with(
+                            lambda: decide.decide(
+                                request, snapshot=snapshot, now=now, namespace_labels=labels
+                            )
+                        )
             else:
                 decision = responses.starting_decision()
             answer = responses.build_response(uid=request.uid, decision=decision)
@@ -197,6 +216,27 @@ class _Routes:
         decisionlog.emit(request=request, decision=decision, now=now, latency_s=latency)
         self._notify(request, decision)
         return web.json_response(answer)
+
+    async def _namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+        """The namespace's labels from the API server, or None (keep the UnknownNamespace
+        denial: no reader, not found, or no answer within ``NAMESPACE_READ_SECONDS``).
+
+        Concurrent reviews in the same new namespace (``kubectl apply`` of a whole directory)
+        share one read.
+        """
+        if self.namespace_reader is None:
+            return None
+        pending = self._reading.get(namespace)
+        if pending is None:
+            pending = asyncio.ensure_future(self.namespace_reader(namespace))
+            self._reading[namespace] = pending
+            pending.add_done_callback(lambda _: self._reading.pop(namespace, None))
+        try:
+            async with asyncio.timeout(NAMESPACE_READ_SECONDS):
+                return await asyncio.shield(pending)
+        except Exception as e:  # fail closed: the denial asks to retry
+            logger.warning("could not read namespace %s for a review: %r", namespace, e)
+            return None
 
     def _notify(self, request: decide.Request, decision: decide.Decision) -> None:
         # The answer is already made; a failing Event poster must not change or delay it.
@@ -232,12 +272,15 @@ def build_app(
     on_decision: OnDecision | None = None,
     metrics: metrics_mod.Metrics | None = None,
     limits: budget.Limits | None = None,
+    namespace_reader: NamespaceReader | None = None,
 ) -> web.Application:
     """The admission app, unstarted: tests drive it with aiohttp's test client, ``serve`` runs it.
 
     ``on_decision`` is called on the event loop after every decision (the operator posts
     Events from it); it must not block, and whatever it raises is logged and ignored.
     ``limits``: the memory budget for review bodies (``budget.Limits()`` by default).
+    ``namespace_reader``: how to read the labels of a namespace the index has not seen yet
+    (the operator passes an API read; without it such requests are denied with "retry").
     """
     limits = limits if limits is not None else budget.Limits()
     routes = _Routes(
@@ -246,6 +289,7 @@ def build_app(
         on_decision=on_decision,
         metrics=metrics if metrics is not None else metrics_mod.Metrics(),
         limits=limits,
+        namespace_reader=namespace_reader,
     )
     app = web.Application(client_max_size=limits.max_body_bytes)
     app[METRICS] = routes.metrics

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,6 +121,25 @@ def _kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
+def namespace_reader(core_api: Any) -> admission.NamespaceReader:
+    """Read a namespace's labels for the admission server (a namespace its index has not
+    seen yet); None when it does not exist. One GET, in a worker thread, bounded."""
+
+    def read(name: str) -> Mapping[str, str] | None:
+        try:
+            ns = core_api.read_namespace(name, _request_timeout=admission.NAMESPACE_READ_SECONDS)
+        except kubernetes.client.exceptions.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(ns.metadata.labels or {})
+
+    async def reader(name: str) -> Mapping[str, str] | None:
+        return await asyncio.to_thread(read, name)
+
+    return reader
+
+
 async def run(config: Config) -> None:
     """Run one replica until SIGTERM/SIGINT."""
     if config.kubeconfig is not None:
@@ -147,7 +166,12 @@ async def run(config: Config) -> None:
         identity=config.instance,
         clock=clock,
     )
-    app = admission.build_app(store=store, clock=clock, on_decision=poster.on_decision)
+    app = admission.build_app(
+        store=store,
+        clock=clock,
+        on_decision=poster.on_decision,
+        namespace_reader=namespace_reader(kubernetes.client.CoreV1Api(api)),
+    )
     server = await admission.serve(
         app=app, host=config.listen_host, port=config.port, cert_file=cert_file, key_file=key_file
     )

@@ -529,6 +529,8 @@ def test_5_a_workload_right_after_its_labelled_namespace_is_never_uncontrolled(
             outcomes.append("admitted")
         except kubernetes.client.exceptions.ApiException as e:
             assert e.status == 403 and "changegate denied" in str(e.body), e.body
+            # Decided from the labels read from the API server, not merely "retry".
+            assert "no approved change window" in str(e.body), e.body
             outcomes.append("denied")
     assert outcomes == ["denied"] * 20
 

@@ -456,3 +456,61 @@ async def test_metrics_count_decisions_by_answer_reason_policy_mode_and_dry_run(
     assert samples[("changegate_windows", (("phase", "Expired"),))] == 0
     assert samples[("changegate_index_ready", ())] == 1
     assert samples[("changegate_bad_reviews_total", (("code", "400"),))] == 1
+
+
+# -- a namespace the index has not seen (issue 8, item 5) ------------------------------------
+
+
+def _store_selecting_by_label() -> stores.Store:
+    """A policy that picks namespaces by label, and no namespace known to the index."""
+    store = stores.Store()
+    policy = _policy("payments-prod")
+    policy["spec"]["match"] = {
+        "resources": policy["spec"]["match"]["resources"],
+        "namespaceSelector": {"matchLabels": {"changegate.io/controlled": "true"}},
+    }
+    assert store.apply("ChangePolicy", "upsert", policy) == []
+    for kind in ("ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace"):
+        store.mark_synced(kind)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        pytest.param({"changegate.io/controlled": "true"}, "NoWindow", id="labelled-controlled"),
+        pytest.param({}, "NotControlled", id="not-labelled"),
+    ],
+)
+async def test_a_namespace_the_index_has_not_seen_is_decided_from_its_labels(
+    client_for: ClientFactory, labels: dict[str, str], reason: str
+) -> None:
+    asked: list[str] = []
+
+    async def reader(name: str) -> dict[str, str] | None:
+        asked.append(name)
+        return labels
+
+    app = server.build_app(
+        store=_store_selecting_by_label(), clock=lambda: NOW, namespace_reader=reader
+    )
+    response = await _validate(await client_for(app), _review())
+    assert (response["auditAnnotations"]["reason"], asked) == (reason, ["payments"])
+
+
+async def test_without_the_labels_an_unseen_namespace_is_denied_with_retry(
+    client_for: ClientFactory,
+) -> None:
+    async def failing(name: str) -> dict[str, str] | None:
+        raise ConnectionError("API server unreachable")
+
+    for app in (
+        server.build_app(store=_store_selecting_by_label(), clock=lambda: NOW),
+        server.build_app(
+            store=_store_selecting_by_label(), clock=lambda: NOW, namespace_reader=failing
+        ),
+    ):
+        response = await _validate(await client_for(app), _review())
+        assert response["allowed"] is False
+        assert response["auditAnnotations"]["reason"] == "UnknownNamespace"
+        assert "retry" in response["status"]["message"]
