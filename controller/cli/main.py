@@ -23,8 +23,8 @@ from typing import Any, TextIO
 import pydantic
 import yaml
 
+from controller.cli import audit, render, verbs
 from controller.cli import kube as kube_mod
-from controller.cli import render, verbs
 from controller.model import crds
 from controller.policy import approvals, decide, index, limits, status
 
@@ -706,7 +706,11 @@ def cmd_approve(c: Ctx) -> int:
 
 
 def cmd_report(c: Ctx) -> int:
-    since = c.now - verbs.parse_since(c.args.since)
+    if c.args.output == "csv":
+        raise verbs.UsageError(
+            "-o csv needs --audit-log (the Events report prints table, json, yaml)"
+        )
+    since = c.now - verbs.parse_since(c.args.since or "30d")
     live = load_live(c.kube, err=c.err)
     snap = live.snapshot()
     phases = {
@@ -847,8 +851,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("name", metavar="NAME")
     ap.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
-    rp = sub.add_parser("report", parents=[common], help="windows, approvers and decision counts")
-    rp.add_argument("--since", default="30d", help="period, e.g. 30d, 12h, 2w (default 30d)")
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        conflict_handler="resolve",  # -o also takes csv here
+        help="controlled changes and exceptions from the audit log (or windows and Event counts)",
+    )
+    rp.add_argument(
+        "-o", "--output", choices=(*OUTPUTS, "csv"), default="table", help="output format"
+    )
+    rp.add_argument(
+        "--since",
+        help="from this long ago (30d, 12h, 2w) or this RFC 3339 time"
+        " (default: 30d; with --audit-log, the start of the log)",
+    )
+    audit.add_arguments(rp)
     return p
 
 
@@ -879,6 +896,16 @@ def main(
         args.schedule_tz = args.tz
     try:
         tz = render.local_zone(args.tz)
+        if args.command == "report" and args.audit_log:
+            # The audit log is all it needs: no kubeconfig, no API server.
+            return audit.command(
+                args,
+                now=now or datetime.datetime.now(datetime.UTC),
+                tz=tz,
+                out=out,
+                err=err,
+                stdin=getattr(stdin or sys.stdin, "buffer", None),
+            )
         conn = kube_mod.Connection(
             kubeconfig=args.kubeconfig,
             context=args.context,
