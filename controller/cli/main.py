@@ -735,7 +735,9 @@ def cmd_report(c: Ctx) -> int:
 # -- parser ------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(outputs: tuple[str, ...] = OUTPUTS) -> argparse.ArgumentParser:
+    """kubectl's options, as a parent parser. One per distinct ``-o`` choice list: a parent's
+    actions are shared by reference, so a subcommand must never redefine one of them."""
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("kubectl options")
     g.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
@@ -752,8 +754,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="impersonate GROUP (repeatable; needs --as)",
     )
-    g.add_argument("-o", "--output", choices=OUTPUTS, default="table", help="output format")
+    g.add_argument("-o", "--output", choices=outputs, default="table", help="output format")
     g.add_argument("--tz", help="show times in this IANA zone (default: $TZ, else the system zone)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
 
     p = argparse.ArgumentParser(
         prog="kubectl changegate",
@@ -853,12 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser(
         "report",
-        parents=[common],
-        conflict_handler="resolve",  # -o also takes csv here
+        parents=[_common_options((*OUTPUTS, "csv"))],  # -o also takes csv here
         help="controlled changes and exceptions from the audit log (or windows and Event counts)",
-    )
-    rp.add_argument(
-        "-o", "--output", choices=(*OUTPUTS, "csv"), default="table", help="output format"
     )
     rp.add_argument(
         "--since",
