@@ -6,7 +6,9 @@ users (client certificates, so the API server itself authenticates them):
 
 alice (developer) is denied outside a window, requests one, cannot approve it herself; bob
 (approver) approves it; alice's change is admitted; dave (not designated) is denied;
-``kubectl exec`` is denied; carol (on call) opens a break-glass window and gets in.
+``kubectl exec`` is denied; carol (on call) opens a break-glass window and gets in. It ends
+with the auditor's view: ``kubectl changegate report --audit-log`` over the API server's audit
+log of the story.
 
 Every step checks what it expects and the demo exits non-zero when one does not hold, so the
 test that runs it (tests/integration/test_demo.py) keeps it honest.
@@ -356,7 +358,12 @@ class Demo:
             self.failures.append("carol's exec was denied by changegate despite break-glass")
         self.say(
             "changegate admitted it (flagged as an emergency); the API server then fails because "
-            "this local control plane has no kubelet to run the command."
+            "this local control plane has no kubelet to run the command. She scales web up:"
+        )
+        self.run(
+            CAROL,
+            ["kubectl", "-n", "shop", "scale", "deployment/web", "--replicas=3"],
+            expect="ok",
         )
 
         self.step("What SREs and auditors see: windows and Events")
@@ -369,6 +376,27 @@ class Demo:
         time.sleep(1.0)
         self.run(None, ["kubectl", "get", "events", "-A", "--sort-by=.lastTimestamp"], expect="ok")
         self.run(ALICE, ["kubectl", "changegate", "report", "--since", "1d"], expect="ok")
+
+        self.step("The durable record: the API server's audit log, read back for the auditor")
+        self.say(
+            "Events expire after an hour and windows can be deleted; the API server's audit log "
+            "keeps every decision changegate made (its audit annotations) and every window's "
+            "requests and approvals. The report needs nothing but the log files:"
+        )
+        since = now.isoformat().replace("+00:00", "Z")
+        files = [str(f) for f in cp.audit_log_files()]
+        self.run(
+            None,
+            ["kubectl", "changegate", "report", "--audit-log", *files, "--since", since],
+            expect="ok",
+            contains=[
+                "chg-2001-web",
+                "NotDesignated",
+                "Emergency changes whose window was never reviewed: 1",
+                "inc-88-checkout",
+            ],
+            show=f"kubectl changegate report --audit-log {cp.audit_log.parent}/audit*.log* --since {since}",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,7 +63,7 @@ import msgspec
 from controller.cli import auditlog, verbs
 from controller.model import crds
 from controller.policy import approvals as approvals_mod
-from controller.policy import decide
+from controller.policy import decide, explain
 
 #: The webhooks' names, as the API server prefixes their annotations (kept equal to
 #: ``controller.operator.webhook``'s by a test: the CLI does not import the operator).
@@ -262,14 +262,16 @@ class Change(msgspec.Struct, frozen=True, rename="camel", omit_defaults=False):
 
     @property
     def resource_label(self) -> str:
-        res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-        return f"{res}.{self.api_group}" if self.api_group else res
+        """As changegate's messages name it: ``deployments.apps/scale``."""
+        return explain.resource_label(
+            api_group=self.api_group, resource=self.resource, subresource=self.subresource
+        )
 
     @property
     def object_label(self) -> str:
-        if self.namespace and self.namespace != self.name:
-            return f"{self.namespace}/{self.name}" if self.name else f"{self.namespace}/*"
-        return self.name or "*"
+        # A Namespace is its own namespace in the log: "payments", not "payments/payments".
+        ns = "" if self.namespace == self.name else self.namespace
+        return explain.object_label(namespace=ns, name=self.name)
 
 
 NO_DECISION: Final = "NoDecision"

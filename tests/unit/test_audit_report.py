@@ -819,3 +819,21 @@ def test_webhook_names_are_the_operators() -> None:
     assert audit.CONTROLLED_WEBHOOK == webhook.CONTROLLED_WEBHOOK
     assert audit.CRDS_WEBHOOK == webhook.CRDS_WEBHOOK
     assert audit.WEBHOOK_CONFIGURATION == webhook.NAME
+
+
+@pytest.mark.parametrize(
+    ("where", "label"),
+    [
+        (
+            {"resource": "deployments", "group": "apps", "subresource": "scale"},
+            ("deployments.apps/scale", "shop/web"),
+        ),
+        ({"resource": "namespaces", "namespace": "shop", "name": "shop"}, ("namespaces", "shop")),
+        ({"verb": "create", "name": ""}, ("configmaps", "shop/*")),
+    ],
+)
+def test_rows_name_resources_and_objects_as_changegate_messages_do(
+    tmp_path: Path, spool: Any, where: dict[str, str], label: tuple[str, str]
+) -> None:
+    (row,) = rows(build(tmp_path, [event(t=at(1), ann=window_ok(), **where)], spool))  # type: ignore[arg-type]
+    assert (row.resource_label, row.object_label) == label
