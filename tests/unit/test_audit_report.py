@@ -835,5 +835,5 @@ def test_webhook_names_are_the_operators() -> None:
 def test_rows_name_resources_and_objects_as_changegate_messages_do(
     tmp_path: Path, spool: Any, where: dict[str, str], label: tuple[str, str]
 ) -> None:
-    (row,) = rows(build(tmp_path, [event(t=at(1), ann=window_ok(), **where)], spool))  # type: ignore[arg-type]
+    (row,) = rows(build(tmp_path, [event(t=at(1), ann=window_ok(), **where)], spool))
     assert (row.resource_label, row.object_label) == label
