@@ -52,6 +52,7 @@ import bisect
 import csv
 import dataclasses
 import datetime
+import enum
 import os
 import sys
 import tempfile
@@ -83,10 +84,19 @@ _NOT_CONTROLLED: Final = frozenset({"NotControlled", "StatusSubresource"})
 
 DEFAULT_CHANGEGATE_NAMESPACE: Final = "changegate-system"
 
-WITHOUT_WINDOW: Final = "without-window"
-UNREVIEWED_EMERGENCY: Final = "unreviewed-emergency"
-OUTSIDE_WORK_HOURS: Final = "outside-work-hours"
-EXCEPTIONS: Final = (WITHOUT_WINDOW, UNREVIEWED_EMERGENCY, OUTSIDE_WORK_HOURS)
+
+class ExceptionKind(enum.StrEnum):
+    """The exception lists an admitted change can be in (at most one)."""
+
+    WITHOUT_WINDOW = "without-window"
+    UNREVIEWED_EMERGENCY = "unreviewed-emergency"
+    OUTSIDE_WORK_HOURS = "outside-work-hours"
+
+
+WITHOUT_WINDOW: Final = ExceptionKind.WITHOUT_WINDOW
+UNREVIEWED_EMERGENCY: Final = ExceptionKind.UNREVIEWED_EMERGENCY
+OUTSIDE_WORK_HOURS: Final = ExceptionKind.OUTSIDE_WORK_HOURS
+EXCEPTIONS: Final = tuple(ExceptionKind)
 _EXCEPTION_TITLES: Final = {
     WITHOUT_WINDOW: "Admitted without a window (Warn/Audit mode, exemptions, no changegate decision)",
     UNREVIEWED_EMERGENCY: "Emergency changes whose window was never reviewed",
@@ -755,7 +765,7 @@ class Report:
             yield decoder.decode(line)
         self.spool.seek(0, os.SEEK_END)
 
-    def exception(self, row: Change) -> tuple[str, str] | None:
+    def exception(self, row: Change) -> tuple[ExceptionKind, str] | None:
         """Which exception list an admitted change belongs to, and why (None: none)."""
         if not row.admitted:
             return None
@@ -780,7 +790,7 @@ class Report:
             return WITHOUT_WINDOW, f"exempt under policy {row.policy or '-'}"
         return None
 
-    def exceptions(self, kind: str) -> Iterator[tuple[Change, tuple[str, str]]]:
+    def exceptions(self, kind: ExceptionKind) -> Iterator[tuple[Change, tuple[ExceptionKind, str]]]:
         """The rows in exception list ``kind``, each with why."""
         for r in self.rows():
             e = self.exception(r)
@@ -958,7 +968,7 @@ def write_table(
     p("Exceptions")
     for kind in EXCEPTIONS:
 
-        def source(kind: str = kind) -> Iterator[list[str]]:
+        def source(kind: ExceptionKind = kind) -> Iterator[list[str]]:
             for r, e in report.exceptions(kind):
                 yield [
                     _table_time(r.time, tz),
@@ -1016,7 +1026,7 @@ def _printer(out: TextIO) -> Callable[[str], None]:
     return p
 
 
-def _row_json(row: Change, exception: tuple[str, str] | None) -> dict[str, Any]:
+def _row_json(row: Change, exception: tuple[ExceptionKind, str] | None) -> dict[str, Any]:
     d: dict[str, Any] = msgspec.to_builtins(row)
     d["approvers"] = list(row.approvers)
     d["groups"] = list(row.groups)
