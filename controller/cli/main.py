@@ -18,6 +18,7 @@ import datetime
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import pydantic
@@ -26,7 +27,7 @@ import yaml
 from controller.cli import audit, render, verbs
 from controller.cli import kube as kube_mod
 from controller.model import crds
-from controller.policy import approvals, decide, index, limits, status
+from controller.policy import approvals, decide, index, limits, signatures, status
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUTS = ("table", "wide", "json", "yaml")
@@ -702,6 +703,50 @@ def cmd_approve(c: Ctx) -> int:
     return EXIT_OK
 
 
+# -- sign-approval -------------------------------------------------------------------------------
+
+
+def cmd_sign_approval(c: Ctx) -> int:
+    """Print the approval entry a task-tracking system appends (``signatures.sign_approval``):
+    signed over the live window's name, specHash and ticket, the approver and the time."""
+    a = c.args
+    raw = get_window(c.kube, a.name)
+    spec = raw.get("spec") or {}
+    try:
+        key = Path(a.key).read_bytes()
+        at = verbs.parse_time(a.approved_at) if a.approved_at else c.now
+        entry = signatures.sign_approval(
+            private_key_pem=key,
+            issuer=a.issuer,
+            key_id=a.key_id,
+            window=a.name,
+            spec_hash=approvals.spec_hash(spec),
+            ticket=str(spec.get("ticket", "")),
+            approver=a.approver,
+            policies=list(a.policy),
+            approved_at=at,
+        )
+    except (OSError, ValueError) as e:
+        raise verbs.UsageError(f"cannot sign: {e}") from e
+    dump(entry, "yaml" if c.args.output == "yaml" else "json", c.out)
+    if a.append:
+        try:
+            c.kube.request(
+                "PATCH",
+                f"{kube_mod.WINDOWS_PATH}/{a.name}",
+                body=verbs.approval_patch(spec=spec, entry=entry),
+                content_type="application/json-patch+json",
+            )
+        except kube_mod.Conflict as e:
+            raise kube_mod.Conflict(
+                f"{a.name} changed since it was read; nothing was appended — sign again"
+            ) from e
+        except kube_mod.Rejected as e:
+            raise kube_mod.Rejected(f"changegate rejected the signed approval: {e}") from e
+        print(f"changewindow/{a.name}: approval by {a.approver} appended", file=c.err)
+    return EXIT_OK
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -858,6 +903,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("name", metavar="NAME")
     ap.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
+    sp = sub.add_parser(
+        "sign-approval",
+        parents=[common],
+        help="print a tracker-signed approval entry to append to a window (for integrations)",
+    )
+    sp.add_argument("name", metavar="WINDOW")
+    sp.add_argument("--key", required=True, help="the issuer's private key, PEM (Ed25519 or P-256)")
+    sp.add_argument("--key-id", required=True, help="the key's id, as the policy lists it")
+    sp.add_argument("--issuer", required=True, help="the issuer's name, as the policy trusts it")
+    sp.add_argument("--approver", required=True, help="the human who approved (not the requester)")
+    sp.add_argument(
+        "--policy",
+        action="append",
+        required=True,
+        help="a ChangePolicy the approval counts under (repeatable; each must trust the issuer)",
+    )
+    sp.add_argument("--approved-at", help="when the approver approved, RFC 3339 (default: now)")
+    sp.add_argument(
+        "--append",
+        action="store_true",
+        help="append the entry to the window too (as the caller: the tracker's automation)",
+    )
+
     rp = sub.add_parser(
         "report",
         parents=[_common_options((*OUTPUTS, "csv"))],  # -o also takes csv here
@@ -879,6 +947,7 @@ COMMANDS = {
     "request": cmd_request,
     "emergency": cmd_emergency,
     "approve": cmd_approve,
+    "sign-approval": cmd_sign_approval,
     "report": cmd_report,
 }
 

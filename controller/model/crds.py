@@ -19,6 +19,9 @@ from typing import Annotated, Any, Final, Literal
 
 import croniter
 import holidays
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -343,9 +346,51 @@ class PolicyMatch(_Wire):
     exclude_namespaces: list[NonEmptyStr] = Field(default_factory=list)
 
 
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+def approval_public_key(pem: str) -> PublicKey:
+    """An approval issuer's public key: Ed25519 or ECDSA P-256, PEM (ValueError otherwise)."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError(f"not a PEM public key ({e})") from None
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise ValueError("use an Ed25519 or ECDSA P-256 public key (PEM)")
+
+
+def _check_public_key(pem: str) -> str:
+    approval_public_key(pem)
+    return pem
+
+
+class IssuerKey(_Wire):
+    key_id: NonEmptyStr
+    public_key: Annotated[str, AfterValidator(_check_public_key)]
+
+
+class ApprovalIssuer(_Wire):
+    """A task-tracking system whose signed approvals this policy accepts (see
+    ``policy/signatures.py``); several keys so they can be rotated."""
+
+    name: NonEmptyStr
+    keys: list[IssuerKey] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _key_ids_unique(self) -> ApprovalIssuer:
+        ids = [k.key_id for k in self.keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"key ids must be unique within issuer {self.name}")
+        return self
+
+
 class Approval(_Wire):
     required: int = Field(default=1, ge=0, le=10)
     approver_groups: list[NonEmptyStr] = Field(default_factory=list)
+    trusted_issuers: list[ApprovalIssuer] = Field(default_factory=list)
 
 
 class HolidayCalendar(_Wire):
@@ -489,6 +534,17 @@ class Emergency(_Wire):
     authenticated user), and the window is an emergency window under those policies only."""
 
 
+class ApprovalSignature(_Wire):
+    """A tracker's signature of an approval: the claims it signed that the entry does not
+    carry anyway (window, ticket), the issuer and key, and the signature (base64)."""
+
+    issuer: NonEmptyStr
+    key_id: NonEmptyStr
+    window: NonEmptyStr
+    ticket: NonEmptyStr
+    value: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
 class WindowApproval(_Wire):
     approver: NonEmptyStr
     spec_hash: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -500,6 +556,9 @@ class WindowApproval(_Wire):
     namespaces: list[NonEmptyStr] | None = None
     """For windows with a ``namespaceSelector`` target: the namespaces the window covered
     when the approver signed. The approval covers nothing a selector picks up later."""
+    signature: ApprovalSignature | None = None
+    """Set when a trusted task-tracking system signed this approval (it may then be appended
+    by the tracker's automation rather than by the approver)."""
 
 
 class ChangeWindowSpec(_Wire):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.model import crds
+from controller.policy import signatures
 
 
 def canonical_json(value: Any) -> bytes:
@@ -82,19 +83,35 @@ class ApprovalState:
         return f"{len(self.valid)}/{self.required}"
 
 
-def counts_under(entry: crds.WindowApproval, *, policy: str, namespace: str | None = None) -> bool:
-    """Whether ``entry`` qualifies under ``policy`` (and, if given, for ``namespace``)."""
-    if policy not in entry.policies:
+def counts_under(
+    entry: crds.WindowApproval,
+    *,
+    policy: crds.ChangePolicy,
+    window: crds.ChangeWindow,
+    namespace: str | None = None,
+) -> bool:
+    """Whether ``entry`` qualifies under ``policy`` (and, if given, for ``namespace``).
+
+    A signed entry (a tracker's approval) also needs ``policy`` to trust its issuer and key
+    *now* and its signature to verify: removing a key withdraws what it signed.
+    """
+    if policy.metadata.name not in entry.policies:
         return False
-    return namespace is None or (entry.namespaces is not None and namespace in entry.namespaces)
+    if namespace is not None and (entry.namespaces is None or namespace not in entry.namespaces):
+        return False
+    return entry.signature is None or (
+        signatures.problem(
+            entry, policy=policy, window=window.metadata.name, ticket=window.spec.ticket
+        )
+        is None
+    )
 
 
 def approval_state(
     window: crds.ChangeWindow,
     *,
     current_hash: str,
-    policy: str,
-    required: int,
+    policy: crds.ChangePolicy,
     namespace: str | None = None,
 ) -> ApprovalState:
     """Count the approvals of ``window`` under ``policy`` that are valid for ``current_hash``.
@@ -102,8 +119,10 @@ def approval_state(
     ``namespace``: the request's namespace when the window covers it only through a
     ``namespaceSelector`` -- then only approvals whose recorded ``namespaces`` include it
     count (None: no such restriction). Entries that do not qualify under ``policy`` are
-    neither valid nor stale here: they are simply not this policy's approvals.
+    neither valid nor stale here: they are simply not this policy's approvals. The policy's
+    own ``approval.required`` applies.
     """
+    required = policy.spec.approval.required
     requester = window.spec.requester
     valid: list[str] = []
     stale: list[str] = []
@@ -112,7 +131,7 @@ def approval_state(
         if entry.approver == requester:
             if entry.approver not in selfs:
                 selfs.append(entry.approver)
-        elif not counts_under(entry, policy=policy, namespace=namespace):
+        elif not counts_under(entry, policy=policy, window=window, namespace=namespace):
             continue
         elif entry.spec_hash == current_hash:
             if entry.approver not in valid:
@@ -130,12 +149,7 @@ def approval_states(
 ) -> dict[str, ApprovalState]:
     """The window's approval state under each of ``policies``, by policy name."""
     return {
-        p.metadata.name: approval_state(
-            window,
-            current_hash=current_hash,
-            policy=p.metadata.name,
-            required=p.spec.approval.required,
-        )
+        p.metadata.name: approval_state(window, current_hash=current_hash, policy=p)
         for p in policies
     }
 

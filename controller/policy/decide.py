@@ -501,8 +501,7 @@ def _stage(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _
     spec = w.window.spec
     req = ctx.request
     state = w.approval_state(
-        policy=p.name,
-        required=p.policy.spec.approval.required,
+        p,
         namespace=w.approval_namespace(
             api_group=req.api_group,
             resource=req.resource,
@@ -563,7 +562,7 @@ def _through_window(
     elif (
         reason is Reason.NOT_APPROVED
         and not state.approved
-        and (signed := w.approval_state(policy=p.name, required=state.required)).approved
+        and (signed := w.approval_state(p)).approved
     ):
         # Approved, but not for this namespace: the selector picked it up after signing.
         why = explain.namespace_not_signed(

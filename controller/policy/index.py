@@ -23,7 +23,6 @@ explicit empty lists), so the operator always passes raw specs.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import gc
 import re
@@ -119,34 +118,31 @@ class CompiledWindow:
         self.emergency = window.spec.emergency is not None
         self.uses_selector = any(t.selector is not None for t in self.targets)
         self._hash: str | None = None
-        self._approvers: dict[str, approvals.ApprovalState] = {}
+        # policy name -> (the policy version counted under, its state): a policy edit (trusted
+        # keys, required count) is counted afresh.
+        self._approvers: dict[str, tuple[crds.ChangePolicy, approvals.ApprovalState]] = {}
         self._limits: dict[int, tuple[str, ...]] = {}
 
     def approval_state(
-        self, *, policy: str, required: int, namespace: str | None = None
+        self, policy: CompiledPolicy, *, namespace: str | None = None
     ) -> approvals.ApprovalState:
-        """Approval state under ``policy``; counted once per (window, policy).
+        """Approval state under ``policy``; counted once per (window, policy version).
 
         ``namespace`` restricts the count to approvals that recorded it (a request covered
         only through a selector); that is not memoised, the list is at most 32 entries.
         """
         if namespace is not None:
             return approvals.approval_state(
-                self.window,
-                current_hash=self.spec_hash,
-                policy=policy,
-                required=required,
-                namespace=namespace,
+                self.window, current_hash=self.spec_hash, policy=policy.policy, namespace=namespace
             )
-        state = self._approvers.get(policy)
-        if state is None:
-            state = approvals.approval_state(
-                self.window, current_hash=self.spec_hash, policy=policy, required=required
-            )
-            self._approvers[policy] = state
-        if state.required == required:
-            return state
-        return dataclasses.replace(state, required=required)
+        cached = self._approvers.get(policy.name)
+        if cached is not None and cached[0] is policy.policy:
+            return cached[1]
+        state = approvals.approval_state(
+            self.window, current_hash=self.spec_hash, policy=policy.policy
+        )
+        self._approvers[policy.name] = (policy.policy, state)
+        return state
 
     def limit_violations(self, policy: CompiledPolicy, snapshot: Snapshot) -> tuple[str, ...]:
         """How this window breaks ``policy``'s windowLimits (empty: it does not).

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pydantic
 
 from controller.model import crds
-from controller.policy import approvals, index, limits, matching
+from controller.policy import approvals, index, limits, matching, signatures
 
 if TYPE_CHECKING:
     from controller.policy.decide import Request
@@ -248,6 +248,10 @@ def _new_approval_errors(
     now: datetime.datetime,
 ) -> list[tuple[str, str]]:
     approver = entry.get("approver")
+    if entry.get("signature") is not None:
+        return _signed_approval_errors(
+            window, entry, path=path, new_hash=new_hash, policies=policies, now=now
+        )
     if approver != request.user:
         return [
             (
@@ -295,6 +299,66 @@ def _new_approval_errors(
         )
     errors.extend(_recorded_policies_errors(entry, path=path, request=request, policies=policies))
     errors.extend(_recorded_namespaces_errors(window, entry, path=path, snapshot=snapshot))
+    return errors
+
+
+def _signed_approval_errors(
+    window: crds.ChangeWindow,
+    entry: Mapping[str, Any],
+    *,
+    path: str,
+    new_hash: str,
+    policies: Sequence[index.CompiledPolicy],
+    now: datetime.datetime,
+) -> list[tuple[str, str]]:
+    """An approval signed by a task-tracking system (``signatures``).
+
+    Whoever appends it (the tracker's automation) need not be the approver: the signature
+    binds the approver instead. It counts under the policies it lists, each of which must
+    trust its issuer; four-eyes holds for the human it names.
+    """
+    approver = entry.get("approver")
+    if approver == window.spec.requester:
+        return [
+            (
+                f"{path}.approver",
+                "the requester cannot approve their own window, signed by a tracker or not",
+            )
+        ]
+    parsed = next(
+        (a for a in window.spec.approvals if a.approver == approver and a.signature is not None),
+        None,
+    )
+    if parsed is None:  # the model accepted the body, so this entry is among its approvals
+        return [(path, "could not read the signed approval")]
+    errors: list[tuple[str, str]] = []
+    if entry.get("specHash") != new_hash:
+        errors.append(
+            (
+                f"{path}.specHash",
+                f"must be the current specHash {new_hash}: the tracker approved another version of the spec",
+            )
+        )
+    if parsed.approved_at is not None and parsed.approved_at - now > APPROVED_AT_SLACK:
+        errors.append((f"{path}.approvedAt", f"is in the future (now is {now.isoformat()})"))
+    listed = entry.get("policies") or []
+    if not listed:
+        errors.append(
+            (f"{path}.policies", "required: the ChangePolicies this approval counts under")
+        )
+    covering = {p.name: p for p in policies}
+    for j, name in enumerate(listed):
+        p = covering.get(name)
+        if p is None:
+            errors.append(
+                (f"{path}.policies[{j}]", f"policy {name} does not control this window's targets")
+            )
+            continue
+        problem = signatures.problem(
+            parsed, policy=p.policy, window=window.metadata.name, ticket=window.spec.ticket
+        )
+        if problem is not None:
+            errors.append((f"{path}.signature", problem))
     return errors
 
 

@@ -85,7 +85,8 @@ def test_only_distinct_non_requester_approvals_of_the_current_spec_count(
     stale: tuple[str, ...],
     approved: bool,
 ) -> None:
-    state = approvals.approval_state(window(entries), current_hash=H, policy="p", required=required)
+    policy = _named("p", approval={"required": required})
+    state = approvals.approval_state(window(entries), current_hash=H, policy=policy)
     assert (state.valid, state.stale, state.approved) == (valid, stale, approved)
     assert state.summary == f"{len(valid)}/{required}"
 
@@ -100,7 +101,7 @@ def _policy(**spec: Any) -> crds.ChangePolicy:
 
 def test_approvals_recorded_for_another_policy_neither_count_nor_go_stale_here() -> None:
     w = window([("bob", H), ("carol", OLD)], under=("other",))
-    state = approvals.approval_state(w, current_hash=H, policy="p", required=1)
+    state = approvals.approval_state(w, current_hash=H, policy=_named("p"))
     assert (state.valid, state.stale, state.approved) == ((), (), False)
 
 
@@ -112,12 +113,9 @@ def test_a_recorded_namespace_list_limits_what_an_approval_covers() -> None:
         ],
     }
     w = crds.ChangeWindow.model_validate({"metadata": {"name": "w"}, "spec": spec})
-    assert approvals.approval_state(
-        w, current_hash=H, policy="p", required=1, namespace="payments"
-    ).approved
-    assert not approvals.approval_state(
-        w, current_hash=H, policy="p", required=1, namespace="ledger"
-    ).approved
+    p = _named("p")
+    assert approvals.approval_state(w, current_hash=H, policy=p, namespace="payments").approved
+    assert not approvals.approval_state(w, current_hash=H, policy=p, namespace="ledger").approved
 
 
 def test_the_window_shows_the_policy_furthest_from_approval_and_none_means_zero() -> None:

@@ -378,11 +378,15 @@ def test_lists_compared_by_cel_rules_are_bounded_so_the_cost_estimate_passes() -
     server's cost estimator would refuse the CRD."""
     approvals = _spec(openapi_schema(load_crd(BY_KIND["ChangeWindow"])), "approvals")
     assert approvals["maxItems"] <= 32
-    for prop in approvals["items"]["properties"].values():
+
+    def bounded(prop: dict[str, Any]) -> bool:
         if prop["type"] == "array":
-            assert prop.get("maxItems") and prop["items"].get("maxLength")
-        else:
-            assert prop.get("maxLength")
+            return bool(prop.get("maxItems")) and bounded(prop["items"])
+        if prop["type"] == "object":
+            return all(bounded(p) for p in prop["properties"].values())
+        return bool(prop.get("maxLength"))
+
+    assert all(bounded(p) for p in approvals["items"]["properties"].values())
 
 
 @pytest.mark.parametrize(

@@ -368,7 +368,7 @@ def test_spec_change_is_allowed_and_leaves_old_approvals_stale() -> None:
     assert admit(new, operation="UPDATE", user="alice", old=old).allowed
     stale = crds.ChangeWindow.model_validate(new)
     state = approvals.approval_state(
-        stale, current_hash=approvals.spec_hash(new["spec"]), policy="payments-prod", required=1
+        stale, current_hash=approvals.spec_hash(new["spec"]), policy=policy()
     )
     assert (state.approved, state.stale) == (False, ("bob",))
 
