@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from controller.policy import approvals
+
 FILES = 10
 T0 = datetime.datetime(2026, 11, 2, 0, 0, tzinfo=datetime.UTC)
 NAMESPACES = [f"team-{i}" for i in range(20)]
@@ -51,7 +53,8 @@ def ts(t: datetime.datetime) -> str:
 class Gen:
     def __init__(self, seed: int = 7) -> None:
         self.r = random.Random(seed)
-        self.windows: list[str] = []
+        self.windows: dict[str, dict[str, Any]] = {}  # still being approved
+        self.retired: list[str] = []
 
     def base(
         self,
@@ -101,7 +104,7 @@ class Gen:
             return self.controller_write(t)
         if x < 0.82:
             return self.k8s_event(t)
-        if x < 0.985:
+        if x < 0.995:
             return self.controlled(t)
         if x < 0.998:
             return self.window(t)
@@ -237,7 +240,7 @@ class Gen:
         if ns not in CONTROLLED:
             ann.update({p + "decision": "allow", p + "reason": "NotControlled"})
             return ev
-        window = r.choice(self.windows) if self.windows else "chg-1"
+        window = r.choice(self.retired) if self.retired else "chg-1000"
         policy = f"{ns}-prod"
         y = r.random()
         if y < 0.70:
@@ -307,43 +310,56 @@ class Gen:
         return ev
 
     def window(self, t: datetime.datetime) -> dict[str, Any]:
+        """A window's life: created by a developer, approved, now and then edited and approved
+        again (the log keeps the bodies: RequestResponse)."""
         r = self.r
-        if not self.windows or r.random() < 0.3:
-            name = f"chg-{len(self.windows) + 1000}"
-            self.windows.append(name)
-            verb, user, code = "create", r.choice(USERS), 201
+        live = list(self.windows)
+        if not live or r.random() < 0.4:
+            name = f"chg-{len(self.windows) + len(self.retired) + 1000}"
+            ns = r.choice(CONTROLLED)
+            requester = r.choice(USERS)
+            spec: dict[str, Any] = {
+                "ticket": "CHG-" + name[4:],
+                "description": "roll out the new release of the payments service",
+                "requester": requester,
+                "identities": [f"{ns}-oncall"],
+                "targets": [
+                    {
+                        "namespaces": [ns],
+                        "resources": [
+                            {
+                                "apiGroups": ["apps"],
+                                "resources": ["deployments"],
+                                "operations": ["UPDATE"],
+                            }
+                        ],
+                    }
+                ],
+                "schedule": {"start": ts(t), "end": ts(t + datetime.timedelta(hours=2))},
+            }
+            self.windows[name] = spec
+            verb, user, code = "create", requester, 201
         else:
-            name = r.choice(self.windows)
-            verb, user, code = "patch", "bob@example.com", 200
-        ns = r.choice(CONTROLLED)
-        spec: dict[str, Any] = {
-            "ticket": "CHG-" + name[4:],
-            "description": "roll out the new release of the payments service",
-            "requester": user if verb == "create" else "dev1@example.com",
-            "identities": [f"{ns}-oncall"],
-            "targets": [
-                {
-                    "namespaces": [ns],
-                    "resources": [
-                        {
-                            "apiGroups": ["apps"],
-                            "resources": ["deployments"],
-                            "operations": ["UPDATE"],
-                        }
-                    ],
-                }
-            ],
-            "schedule": {"start": ts(t), "end": ts(t + datetime.timedelta(hours=2))},
-        }
-        if verb == "patch":
-            spec["approvals"] = [
-                {
-                    "approver": "bob@example.com",
-                    "specHash": "sha256:" + "ab" * 32,
-                    "approvedAt": ts(t),
-                    "policies": [f"{ns}-prod"],
-                }
-            ]
+            name = r.choice(live)
+            spec = self.windows[name]
+            if r.random() < 0.15:  # the requester edits the plan: approvals go stale
+                spec["description"] += " (and the api)"
+                verb, user = "update", spec["requester"]
+            else:
+                ns = spec["targets"][0]["namespaces"][0]
+                spec.setdefault("approvals", []).append(
+                    {
+                        "approver": r.choice(["bob@example.com", "erin@example.com"]),
+                        "specHash": approvals.spec_hash(spec),
+                        "approvedAt": ts(t)[:19] + "Z",
+                        "policies": [f"{ns}-prod"],
+                    }
+                )
+                verb, user = "patch", spec["approvals"][-1]["approver"]
+            code = 200
+            if len(spec.get("approvals", [])) >= 2:  # done: no more writes
+                self.retired.append(name)
+                del self.windows[name]
         body = {
             "apiVersion": "changegate.io/v1alpha1",
             "kind": "ChangeWindow",
@@ -369,10 +385,9 @@ class Gen:
             uri=f"/apis/changegate.io/v1alpha1/changewindows/{name}",
             level="RequestResponse",
         )
-        ev["requestObject"] = (
-            {"spec": {"approvals": spec.get("approvals", [])}} if verb == "patch" else body
-        )
-        ev["responseObject"] = body
+        text = json.dumps(body)  # a snapshot: the window changes later
+        ev["requestObject"] = json.loads(text)
+        ev["responseObject"] = json.loads(text)
         ev["annotations"].update(
             {"crds.changegate.io/decision": "allow", "crds.changegate.io/reason": "Valid"}
         )

@@ -42,7 +42,8 @@ be recognised, and a policy narrowed by an edit keeps its earlier resources unti
 cheap first pass over the few lines that mention changegate learns the scope and each file's
 first timestamp; the second pass merges the files in time order and classifies each request
 once. Rows go to a temporary spool file as they are found and are printed from it, so memory
-holds the scope, the windows' histories and a minute of auditIDs — never the events.
+holds the scope, a minute or two of auditIDs and the windows' histories (one entry per window
+write: it grows with the windows, not with the events) — never the events.
 """
 
 from __future__ import annotations
@@ -342,7 +343,8 @@ class WindowRecord:
     created: str = ""
     deleted: str = ""
     history: list[HistoryEntry] = dataclasses.field(default_factory=list)
-    approvals: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # ever recorded
+    #: The policies some approval ever recorded counts under ("" for one naming none).
+    reviewed: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def ticket(self) -> str:
@@ -359,11 +361,10 @@ class WindowRecord:
 
     def reviewed_under(self, policy: str) -> bool:
         """Some approval was ever recorded that counts under ``policy``."""
-        for a in self.approvals:
-            policies = a.get("policies")
-            if not policies or policy in policies:
-                return True
-        return False
+        return policy in self.reviewed or "" in self.reviewed
+
+    def record_approval(self, approval: Mapping[str, Any]) -> None:
+        self.reviewed.update(approval.get("policies") or [""])
 
     def to_json(self) -> dict[str, Any]:
         e = self.emergency
@@ -500,14 +501,14 @@ class Windows:
                     HistoryEntry(t, user, "first-seen", f"created before this log; {text}", details)
                 )
             for a in new_apps:
-                rec.approvals.append(dict(a))
+                rec.record_approval(a)
                 rec.history.append(
                     HistoryEntry(
                         str(a.get("approvedAt", t)),
                         str(a.get("approver", "")),
                         "approved",
                         _approval_text(a) + ("" if verb == "create" else " (before this log)"),
-                        {"approval": dict(a)},
+                        {"approval": a},
                     )
                 )
             return
@@ -544,16 +545,16 @@ class Windows:
                         user,
                         "approval-removed",
                         f"approval by {a.get('approver', '')} removed",
-                        {"approval": dict(a)},
+                        {"approval": a},
                     )
                 )
         for a in new_apps:
             if _approval_key(a) not in old_keys:
-                rec.approvals.append(dict(a))
+                rec.record_approval(a)
                 text = f"by {a.get('approver', '')} {_approval_text(a)}"
                 if a.get("specHash") != new_hash:
                     text += " (an older spec: stale)"
-                rec.history.append(HistoryEntry(t, user, "approved", text, {"approval": dict(a)}))
+                rec.history.append(HistoryEntry(t, user, "approved", text, {"approval": a}))
 
 
 # -- changes to change control itself --------------------------------------------------------
