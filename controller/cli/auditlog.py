@@ -192,7 +192,13 @@ def read_lines(inp: Input, *, warn: Warn) -> Iterator[bytes]:
     re-serialised on its way here (pretty-printed, ``jq``, a log shipper) is made compact
     again first, so it is read the same, just slower.
     """
-    with io.BufferedReader(io.FileIO(inp.path, "r"), _BUFFER) as raw:
+    try:
+        fd = io.FileIO(inp.path, "r")
+    except FileNotFoundError:
+        # Log rotation removes a file once it has compressed it; the .gz copy has its events.
+        warn(f"{inp.label}: gone while reading (rotated away?); skipped")
+        return
+    with io.BufferedReader(fd, _BUFFER) as raw:
         gzipped = raw.peek(2)[:2] == _GZIP_MAGIC
         for line in _gunzip_lines(raw, label=inp.label, warn=warn) if gzipped else raw:
             if line.startswith(_AS_WRITTEN):

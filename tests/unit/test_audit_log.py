@@ -180,3 +180,13 @@ def test_subject_is_the_impersonated_user_when_there_is_one() -> None:
     decoded = auditlog.decode(json.dumps(ev).encode())
     assert decoded.subject.username == "alice@example.com"
     assert decoded.user.username == "changegate-admin"
+
+
+def test_a_file_rotated_away_between_the_passes_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "audit-2026-11-30T09-00-00.000.log"
+    path.write_bytes(line(1))
+    (inp,) = inputs(path)
+    path.unlink()
+    warnings: list[str] = []
+    assert list(auditlog.read_lines(inp, warn=warnings.append)) == []
+    assert warnings == [f"{path.name}: gone while reading (rotated away?); skipped"]
