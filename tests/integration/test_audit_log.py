@@ -206,6 +206,28 @@ def test_admitted_change_records_window_ticket_approvers_identity_policy_decisio
     }
 
 
+def test_every_admitted_controlled_change_says_why(
+    controlplane: cluster.ControlPlane, story: Story
+) -> None:
+    namespaces = {story.enforce.ns, story.warn.ns}
+    admitted_changes = [
+        e
+        for e in raw_events(controlplane)
+        if e["stage"] == "ResponseComplete"
+        and (e.get("objectRef") or {}).get("namespace") in namespaces
+        and e["objectRef"].get("resource") == "configmaps"
+        and e["responseStatus"]["code"] < 400
+    ]
+    assert len(admitted_changes) >= 6  # inside, dry, fix, late, warned, and the setup probes
+    for event in admitted_changes:
+        marks = changegate(event)
+        assert {"decision", "reason", "mode", "policy"} <= set(marks), event
+        if marks["reason"] in ("Window", "OutsideWorkHours"):
+            assert {"window", "ticket", "identity"} <= set(marks), event
+        if marks["reason"] == "Window":
+            assert marks["approvers"] == BOB[0], event
+
+
 def test_denial_records_the_reason(controlplane: cluster.ControlPlane, story: Story) -> None:
     w = story.enforce
     event = find(controlplane, ns=w.ns, name="carols")
