@@ -102,8 +102,8 @@ def helm() -> Path:
     return Path(_must(result, "building helm (hack/build-helm.sh)").strip().splitlines()[-1])
 
 
-def render_deployment(*set_values: str, namespace: str = "changegate") -> Mapping[str, Any]:
-    """The chart's Deployment, rendered with its defaults plus ``set_values``."""
+def render(*set_values: str, namespace: str = "changegate") -> list[Mapping[str, Any]]:
+    """Every object the chart renders with its defaults plus ``set_values``."""
     args = [str(helm()), "template", "changegate", str(CHART), f"--namespace={namespace}"]
     for value in set_values:
         args += ["--set", value]
@@ -111,9 +111,12 @@ def render_deployment(*set_values: str, namespace: str = "changegate") -> Mappin
         subprocess.run(args, capture_output=True, text=True, check=False, timeout=120),
         "helm template",
     )
-    deployments = [
-        d for d in yaml.safe_load_all(out) if isinstance(d, dict) and d.get("kind") == "Deployment"
-    ]
+    return [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
+
+
+def render_deployment(*set_values: str) -> Mapping[str, Any]:
+    """The chart's Deployment, rendered with its defaults plus ``set_values``."""
+    deployments = [d for d in render(*set_values) if d.get("kind") == "Deployment"]
     assert len(deployments) == 1, [d["metadata"]["name"] for d in deployments]
     return deployments[0]
 

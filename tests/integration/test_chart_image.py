@@ -150,3 +150,31 @@ def test_the_image_starts_read_only_and_writes_only_where_the_chart_mounts_volum
         ),
     )
     assert "--cert-dir" in out
+
+
+def test_the_uninstall_hook_finds_python_with_the_kubernetes_client_in_the_image(
+    image: str,
+) -> None:
+    """The pre-delete hook Job runs `python -c ...` in the same image, with the chart's user."""
+    (job,) = (d for d in image_helpers.render() if d.get("kind") == "Job")
+    spec = job["spec"]["template"]["spec"]
+    (hook,) = spec["containers"]
+    assert hook["image"] == image
+    command, script = hook["command"], hook["args"][0]
+    assert command == ["python", "-c"], command
+    # The imports the hook's script makes, run as the chart runs the hook.
+    imports = "\n".join(line for line in script.splitlines() if line.startswith(("import", "from")))
+    assert "kubernetes" in imports, script
+    pod = spec["securityContext"]
+    out = image_helpers.run_in_image(
+        image,
+        "-c",
+        imports + "\nprint('imports ok')",
+        flags=(
+            "--entrypoint=python",
+            f"--user={pod['runAsUser']}:{pod['runAsGroup']}",
+            "--read-only",
+            "--read-only-tmpfs=false",
+        ),
+    )
+    assert out.strip() == "imports ok"
