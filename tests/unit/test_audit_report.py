@@ -837,3 +837,12 @@ def test_rows_name_resources_and_objects_as_changegate_messages_do(
 ) -> None:
     (row,) = rows(build(tmp_path, [event(t=at(1), ann=window_ok(), **where)], spool))
     assert (row.resource_label, row.object_label) == label
+
+
+def test_report_takes_csv_and_the_other_commands_keep_their_outputs() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["report", "--audit-log", "x", "-o", "csv"]).output == "csv"
+    assert parser.parse_args(["can-i", "get", "pods", "-o", "json"]).output == "json"
+    assert parser.parse_args(["list", "-o", "wide"]).output == "wide"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["list", "-o", "csv"])
