@@ -399,6 +399,9 @@ def _approval_text(a: Mapping[str, Any]) -> str:
     if a.get("namespaces"):
         parts.append(f"for namespaces {', '.join(a['namespaces'])}")
     parts.append(f"signing {_short(str(a.get('specHash', '')))}")
+    sig = a.get("signature")
+    if isinstance(sig, Mapping):  # appended by a task-tracking system on the approver's behalf
+        parts.append(f"(signed by issuer {sig.get('issuer', '?')}, key {sig.get('keyId', '?')})")
     return " ".join(parts)
 
 

@@ -846,3 +846,31 @@ def test_report_takes_csv_and_the_other_commands_keep_their_outputs() -> None:
     assert parser.parse_args(["list", "-o", "wide"]).output == "wide"
     with pytest.raises(SystemExit):
         parser.parse_args(["list", "-o", "csv"])
+
+
+def test_an_approval_signed_by_a_tracker_names_the_issuer(tmp_path: Path, spool: Any) -> None:
+    spec = window_spec()
+    signed = {
+        **approval(spec),
+        "signature": {
+            "issuer": "servicenow",
+            "keyId": "2026-11",
+            "window": "chg-1",
+            "ticket": "CHG-1",
+            "value": "c2ln",
+        },
+    }
+    events = [
+        window_event(at(0), "create", spec),
+        window_event(
+            at(1),
+            "patch",
+            {**spec, "approvals": [signed]},
+            user="system:serviceaccount:tracker:bot",
+        ),
+    ]
+    (record,) = build(tmp_path, events, spool).shown_windows()
+    approved = record.history[1]
+    assert (approved.user, approved.action) == ("system:serviceaccount:tracker:bot", "approved")
+    assert approved.detail.startswith("by bob@example.com under shop-prod signing sha256:")
+    assert approved.detail.endswith("(signed by issuer servicenow, key 2026-11)")
