@@ -121,7 +121,9 @@ class CompiledWindow:
         # policy name -> (the policy version counted under, its state): a policy edit (trusted
         # keys, required count) is counted afresh.
         self._approvers: dict[str, tuple[crds.ChangePolicy, approvals.ApprovalState]] = {}
-        self._limits: dict[int, tuple[str, ...]] = {}
+        self._limits: dict[
+            str, tuple[crds.ChangePolicy, Mapping[str, Mapping[str, str]], tuple[str, ...]]
+        ] = {}
 
     def approval_state(
         self, policy: CompiledPolicy, *, namespace: str | None = None
@@ -147,21 +149,22 @@ class CompiledWindow:
     def limit_violations(self, policy: CompiledPolicy, snapshot: Snapshot) -> tuple[str, ...]:
         """How this window breaks ``policy``'s windowLimits (empty: it does not).
 
-        Memoised per policy object: a policy or window change builds new compiled objects,
-        and a namespace relabel builds a new snapshot whose windows re-resolve selectors.
+        Memoised per policy name while the policy version and the namespaces (selectors
+        resolve against their labels) are the very objects it was computed for: compiled
+        windows outlive snapshots, so anything else could answer from a stale view.
         """
         limits_ = policy.policy.spec.window_limits
         if limits_ is None:
             return ()
-        key = id(policy)
-        found = self._limits.get(key)
-        if found is None:
-            found = tuple(
-                limits.violations(
-                    limits_, self.window, covered=lambda: snapshot.window_namespaces(self.window)
-                )
+        cached = self._limits.get(policy.name)
+        if cached is not None and cached[0] is policy.policy and cached[1] is snapshot.namespaces:
+            return cached[2]
+        found = tuple(
+            limits.violations(
+                limits_, self.window, covered=lambda: snapshot.window_namespaces(self.window)
             )
-            self._limits[key] = found
+        )
+        self._limits[policy.name] = (policy.policy, snapshot.namespaces, found)
         return found
 
     def approval_namespace(

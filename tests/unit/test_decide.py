@@ -1026,3 +1026,34 @@ def test_every_denial_names_the_next_step(
     d = build()
     assert (d.allowed, d.reason) == (False, reason)
     assert next_step in d.message
+
+
+def test_a_window_that_grows_past_max_namespaces_by_a_relabel_stops_admitting() -> None:
+    """Compiled windows outlive snapshots; their limit answers must not."""
+    selected = {"matchLabels": {"team": "pay"}}
+    raw = window_spec(targets=[{"namespaceSelector": selected, "resources": [DEPLOY_RULE]}])
+    entry = {
+        "approver": "bob@example.com",
+        "specHash": approvals.spec_hash(raw),
+        "policies": ["payments-prod"],
+        "namespaces": ["payments"],
+    }
+    raw = {**raw, "approvals": [entry]}
+    w = crds.ChangeWindow.model_validate({"metadata": {"name": "w1"}, "spec": raw})
+    p = policy(windowLimits={"maxNamespaces": 1})
+    first = snapshot(policies=[p], windows=[(w, raw)], namespaces={"payments": {"team": "pay"}})
+    assert run(snap=first).reason is decide.Reason.WINDOW
+    relabelled = index.Snapshot.build(
+        policies=[p],
+        identities=[identity()],
+        windows=[w],
+        raw_window_specs={"w1": raw},
+        namespaces={"payments": {"team": "pay"}, "other": {"team": "pay"}},
+        previous=first,
+    )
+    assert relabelled.compiled_windows["w1"] is first.compiled_windows["w1"]
+    d = run(snap=relabelled)
+    assert (d.reason, "more than maxNamespaces 1" in d.message) == (
+        decide.Reason.NOT_APPROVED,
+        True,
+    )
