@@ -33,7 +33,7 @@ import binascii
 import datetime
 import functools
 import json
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,6 +68,23 @@ def payload(
 def load_public_key(pem: str) -> crds.PublicKey:
     """A trusted issuer's public key (parsed once per PEM)."""
     return crds.approval_public_key(pem)
+
+
+def new_key_pair(algorithm: Literal["ed25519", "p256"] = "ed25519") -> tuple[bytes, str]:
+    """A fresh issuer key pair: (private key PEM for the tracker, public key PEM for the
+    policy's ``trustedIssuers``). ``openssl genpkey -algorithm ed25519`` does the same."""
+    key: PrivateKey = (
+        ed25519.Ed25519PrivateKey.generate()
+        if algorithm == "ed25519"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
 
 
 def load_private_key(pem: bytes) -> PrivateKey:

@@ -22,8 +22,6 @@ from typing import Any
 
 import e2e_helpers
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from controller.cli import main as cli
 from controller.devcluster import cluster
@@ -64,21 +62,6 @@ subjects: [{kind: ServiceAccount, name: automation, namespace: tracker}]
 """
 
 
-def _keys(kind: str) -> tuple[bytes, str]:
-    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
-        ed25519.Ed25519PrivateKey.generate()
-        if kind == "ed25519"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public.decode()
-
-
 @pytest.fixture(scope="module")
 def changegate(
     controlplane: cluster.ControlPlane, tmp_path_factory: pytest.TempPathFactory
@@ -92,8 +75,8 @@ class Tracker:
     """The tracker's side: its keys, and its automation's kubeconfig."""
 
     def __init__(self, cp: cluster.ControlPlane, workdir: Path) -> None:
-        self.ed_private, self.ed_public = _keys("ed25519")
-        self.ec_private, self.ec_public = _keys("p256")
+        self.ed_private, self.ed_public = signatures.new_key_pair("ed25519")
+        self.ec_private, self.ec_public = signatures.new_key_pair("p256")
         self.ed_file = workdir / "tracker-ed25519.pem"
         self.ed_file.write_bytes(self.ed_private)
         self.ec_file = workdir / "tracker-p256.pem"
@@ -308,7 +291,7 @@ def test_every_wrong_signed_approval_is_refused_naming_the_check(world: World) -
 
     tampered = entry()
     tampered["approver"] = "mallory@example.com"
-    stolen_key, _ = _keys("ed25519")
+    stolen_key, _ = signatures.new_key_pair("ed25519")
     other_hash = entry(spec_hash="sha256:" + "1" * 64)
     other_hash["specHash"] = spec_hash
     cases = {

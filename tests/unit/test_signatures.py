@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from controller.model import crds
 from controller.policy import approvals, decide, index, signatures
@@ -18,24 +17,9 @@ NOW = dt.datetime(2026, 12, 1, 13, 30, tzinfo=UTC)
 RULE = {"apiGroups": ["apps"], "resources": ["deployments"], "operations": ["UPDATE"]}
 
 
-def _keypair(kind: str) -> tuple[bytes, str]:
-    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
-        ed25519.Ed25519PrivateKey.generate()
-        if kind == "ed25519"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public.decode()
-
-
-ED_PRIVATE, ED_PUBLIC = _keypair("ed25519")
-EC_PRIVATE, EC_PUBLIC = _keypair("p256")
-OTHER_PRIVATE, _ = _keypair("ed25519")
+ED_PRIVATE, ED_PUBLIC = signatures.new_key_pair("ed25519")
+EC_PRIVATE, EC_PUBLIC = signatures.new_key_pair("p256")
+OTHER_PRIVATE, _ = signatures.new_key_pair("ed25519")
 
 
 def policy(
