@@ -74,6 +74,7 @@ bench: venv
 	$(PY) bench/decide.py
 	$(PY) bench/admission.py
 	$(PY) bench/apiserver.py
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .changegate-cluster
