@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import datetime
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.policy import decide
+from controller.policy import decide, request
 
 # kubectl verb -> (admission operation, subresource the verb implies).
 # `apply` may create or update; an update is what a window for a running service is about,
 # so can-i answers for UPDATE (ask `can-i create` for the first apply).
 # `scale` goes through the scale subresource, as kubectl does; `rollout restart`, `label`,
 # `annotate`, `set image` are patches of the object itself.
-VERBS: Mapping[str, tuple[str, str]] = {
+VERBS: Mapping[str, tuple[request.Operation, str]] = {
     "create": ("CREATE", ""),
     "update": ("UPDATE", ""),
     "patch": ("UPDATE", ""),
@@ -39,21 +40,22 @@ VERBS: Mapping[str, tuple[str, str]] = {
     "portforward": ("CONNECT", "portforward"),
     "proxy": ("CONNECT", "proxy"),
 }
-OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+OPERATIONS: tuple[request.Operation, ...] = typing.get_args(request.Operation)
 
 
 class UsageError(ValueError):
     """Bad command-line input; the message says what to type instead."""
 
 
-def operation_for(verb: str, *, subresource: str | None = None) -> tuple[str, str]:
+def operation_for(verb: str, *, subresource: str | None = None) -> tuple[request.Operation, str]:
     """``(operation, subresource)`` for a kubectl verb; ``subresource`` overrides the implied one.
 
     Admission operation names (``UPDATE``) are accepted as verbs too.
     """
     key = verb.strip()
+    op: request.Operation
     if key.upper() in OPERATIONS:
-        op, implied = key.upper(), ""
+        op, implied = OPERATIONS[OPERATIONS.index(key.upper())], ""
     elif key.lower() in VERBS:
         op, implied = VERBS[key.lower()]
     else:

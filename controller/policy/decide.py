@@ -31,13 +31,15 @@ whose message names the error — failing closed, as the spec's failure posture 
 from __future__ import annotations
 
 import datetime
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.model import crds, review
 from controller.policy import approvals, explain, index, matching, schedules, validation
+from controller.policy.request import Decision, Reason, Request
+
+__all__ = ["Decision", "Reason", "Request", "decide", "request_from_review"]
 
 BUILTIN_EXEMPT_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 BUILTIN_EXEMPT_GROUPS = frozenset({"system:nodes", "system:serviceaccounts:kube-system"})
@@ -54,28 +56,6 @@ anyway, so the re-apply is still a no-op.
 _STRICTNESS = {crds.Enforcement.ENFORCE: 2, crds.Enforcement.WARN: 1, crds.Enforcement.AUDIT: 0}
 
 
-class Reason(enum.StrEnum):
-    # allow reasons
-    NOT_CONTROLLED = "NotControlled"
-    EXEMPT = "Exempt"
-    EMERGENCY = "Emergency"
-    WINDOW = "Window"
-    NO_OP = "NoOp"
-    STATUS_SUBRESOURCE = "StatusSubresource"
-    VALID = "Valid"
-    # deny reasons (the spec's)
-    NO_WINDOW = "NoWindow"
-    NOT_APPROVED = "NotApproved"
-    APPROVAL_STALE = "ApprovalStale"
-    NOT_DESIGNATED = "NotDesignated"
-    OUTSIDE_WORK_HOURS = "OutsideWorkHours"
-    IDENTITY_EXPIRED = "IdentityExpired"
-    BLACKOUT = "Blackout"
-    INVALID = "Invalid"
-    STARTING = "Starting"
-    UNKNOWN_NAMESPACE = "UnknownNamespace"
-
-
 _PROGRESS = {
     Reason.NO_WINDOW: 0,
     Reason.NOT_APPROVED: 1,
@@ -84,26 +64,6 @@ _PROGRESS = {
     Reason.IDENTITY_EXPIRED: 4,
     Reason.OUTSIDE_WORK_HOURS: 5,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What a decision needs from an AdmissionRequest, flattened and immutable."""
-
-    uid: str
-    user: str
-    groups: tuple[str, ...]
-    operation: str  # CREATE | UPDATE | DELETE | CONNECT
-    api_group: str
-    api_version: str
-    resource: str
-    subresource: str  # "" if none
-    kind: str
-    namespace: str
-    name: str
-    dry_run: bool
-    object: Mapping[str, Any] | None = None
-    old_object: Mapping[str, Any] | None = None
 
 
 def request_from_review(r: review.AdmissionRequest) -> Request:
@@ -123,24 +83,6 @@ def request_from_review(r: review.AdmissionRequest) -> Request:
         object=r.object,
         old_object=r.old_object,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool  # what the webhook answers
-    outcome: Literal["allow", "deny"]  # what the policies concluded (Warn/Audit admit a deny)
-    reason: Reason
-    mode: crds.Enforcement | None  # enforcement of the deciding policy (None: not controlled)
-    message: str  # one actionable line (denials, Warn); "" when nothing to say
-    policy: str | None
-    window: str | None
-    ticket: str | None
-    approvers: tuple[str, ...]
-    identity: str | None
-    emergency: bool
-    warnings: tuple[str, ...]
-    audit_annotations: Mapping[str, str]
-    field_errors: tuple[tuple[str, str], ...] = ()
 
 
 def decide(

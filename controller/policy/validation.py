@@ -27,15 +27,13 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 
 from controller.model import crds
 from controller.policy import approvals, index, limits, matching, signatures
-
-if TYPE_CHECKING:
-    from controller.policy.decide import Request
+from controller.policy.request import Request
 
 EMERGENCY_START_SLACK = datetime.timedelta(minutes=5)
 """How far an emergency window's start may be from now (clock skew, time to type the command)."""

@@ -1,0 +1,103 @@
+"""What a decision is about and what it concludes: the core's own vocabulary.
+
+``Request`` is an AdmissionRequest flattened into what the rules read (the admission codec
+converts the wire format into it); ``Decision`` is everything the webhook answers and
+records; ``Reason`` names why, in the spec's words. The bottom layer of ``controller.policy``:
+it imports nothing of its siblings, so every module above can use it without a cycle.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from controller.model import crds
+
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+
+STARTING_MESSAGE: Final = "changegate is starting: its index has not synced yet; retry shortly"
+
+
+class Reason(enum.StrEnum):
+    """Why a request was allowed or denied (audit annotation ``reason``)."""
+
+    # allow reasons
+    NOT_CONTROLLED = "NotControlled"
+    EXEMPT = "Exempt"
+    EMERGENCY = "Emergency"
+    WINDOW = "Window"
+    NO_OP = "NoOp"
+    STATUS_SUBRESOURCE = "StatusSubresource"
+    VALID = "Valid"
+    # deny reasons (the spec's)
+    NO_WINDOW = "NoWindow"
+    NOT_APPROVED = "NotApproved"
+    APPROVAL_STALE = "ApprovalStale"
+    NOT_DESIGNATED = "NotDesignated"
+    OUTSIDE_WORK_HOURS = "OutsideWorkHours"
+    IDENTITY_EXPIRED = "IdentityExpired"
+    BLACKOUT = "Blackout"
+    INVALID = "Invalid"
+    STARTING = "Starting"
+    UNKNOWN_NAMESPACE = "UnknownNamespace"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a decision needs from an AdmissionRequest, flattened and immutable."""
+
+    uid: str
+    user: str
+    groups: tuple[str, ...]
+    operation: Operation
+    api_group: str
+    api_version: str
+    resource: str
+    subresource: str  # "" if none
+    kind: str
+    namespace: str
+    name: str
+    dry_run: bool
+    object: Mapping[str, Any] | None = None
+    old_object: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool  # what the webhook answers
+    outcome: Literal["allow", "deny"]  # what the policies concluded (Warn/Audit admit a deny)
+    reason: Reason
+    mode: crds.Enforcement | None  # enforcement of the deciding policy (None: not controlled)
+    message: str  # one actionable line (denials, Warn); "" when nothing to say
+    policy: str | None
+    window: str | None
+    ticket: str | None
+    approvers: tuple[str, ...]
+    identity: str | None
+    emergency: bool
+    warnings: tuple[str, ...]
+    audit_annotations: Mapping[str, str]
+    field_errors: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def starting(cls) -> Decision:
+        """The answer for every review before the index has synced: deny, and say it is
+        temporary. Deciding from a partial index could admit what a policy not yet listed
+        would deny, so until every kind is listed the only honest answer is "not yet"."""
+        return cls(
+            allowed=False,
+            outcome="deny",
+            reason=Reason.STARTING,
+            mode=None,
+            message=STARTING_MESSAGE,
+            policy=None,
+            window=None,
+            ticket=None,
+            approvers=(),
+            identity=None,
+            emergency=False,
+            warnings=(),
+            audit_annotations={"decision": "deny", "reason": str(Reason.STARTING)},
+        )
