@@ -129,10 +129,6 @@ spec:
 """
 
 
-class StoryFailed(RuntimeError):
-    """A step did not turn out as the story says it should."""
-
-
 class Demo:
     def __init__(self, *, cp: cluster.ControlPlane) -> None:
         self.cp = cp

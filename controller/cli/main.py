@@ -27,7 +27,7 @@ import yaml
 from controller.cli import audit, render, verbs
 from controller.cli import kube as kube_mod
 from controller.model import crds
-from controller.policy import approvals, decide, index, limits, signatures, status
+from controller.policy import approvals, decide, index, limits, schedules, signatures, status
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 OUTPUTS = ("table", "wide", "json", "yaml")
@@ -272,17 +272,7 @@ def describe_window(
         )
 
     timeline = snapshot.compiled_windows[window.metadata.name].timeline
-    occurrences: list[tuple[datetime.datetime, datetime.datetime]] = []
-    current_iv = timeline.interval_at(now)
-    if current_iv is not None:
-        occurrences.append((current_iv.start, current_iv.end))
-    t = now
-    while len(occurrences) < 3:
-        nxt = timeline.next_interval(t)
-        if nxt is None:
-            break
-        occurrences.append((nxt.start, nxt.end))
-        t = nxt.start
+    occurrences = [(iv.start, iv.end) for iv in schedules.upcoming(timeline, now, limit=3)]
 
     return render.Description(
         name=window.metadata.name,

@@ -206,10 +206,6 @@ def namespace_not_signed(*, window: str, namespace: str, approvers: Sequence[str
     )
 
 
-def starting() -> str:
-    return "changegate is starting: its index has not synced yet; retry shortly"
-
-
 def internal_error(error: BaseException) -> str:
     return (
         "changegate could not decide this request and denied it to fail closed: "

@@ -344,13 +344,12 @@ class _WindowIndex:
     mutating it, so the snapshot the copy came from never changes under a reader.
     """
 
-    __slots__ = ("by_identity", "by_namespace", "by_selector", "namespaces", "owned", "resolved")
+    __slots__ = ("by_namespace", "by_selector", "namespaces", "owned", "resolved")
 
     def __init__(self, namespaces: Mapping[str, Mapping[str, str]]) -> None:
         self.namespaces = namespaces
         self.by_namespace: dict[_Key4, list[_Entry]] = {}
         self.by_selector: dict[_Key2, list[_Entry]] = {}
-        self.by_identity: dict[str, list[_Entry]] = {}
         self.resolved: dict[str, tuple[str, ...] | None] = {}
         self.owned: set[object] | None = None  # None: every bucket is ours (a fresh index)
 
@@ -360,7 +359,6 @@ class _WindowIndex:
         other = _WindowIndex(self.namespaces if namespaces is None else namespaces)
         other.by_namespace = dict(self.by_namespace)
         other.by_selector = dict(self.by_selector)
-        other.by_identity = dict(self.by_identity)
         if namespaces is None:
             other.resolved = self.resolved  # a function of the (same) namespaces
         other.owned = set()  # buckets copied since: ours to append to
@@ -400,8 +398,6 @@ class _WindowIndex:
             _push(self.by_namespace, key4, (w, names), owned=self.owned)
         for key2 in by_sel:
             _push(self.by_selector, key2, (w, _ALL_NAMES), owned=self.owned)
-        for ident in w.window.spec.identities:
-            _push(self.by_identity, ident, (w, _ALL_NAMES), owned=self.owned)
 
     def remove(self, w: CompiledWindow, *, resolved_by: _WindowIndex | None = None) -> None:
         """Remove ``w``'s entries, as ``resolved_by`` (default: this index) placed them."""
@@ -410,8 +406,6 @@ class _WindowIndex:
             _drop(self.by_namespace, key4, w, owned=self.owned)
         for key2 in by_sel:
             _drop(self.by_selector, key2, w, owned=self.owned)
-        for ident in w.window.spec.identities:
-            _drop(self.by_identity, ident, w, owned=self.owned)
 
 
 _Entry = tuple[CompiledWindow, frozenset[str]]  # (window, names it is limited to; empty: all)
@@ -504,7 +498,6 @@ class Snapshot:
         self._windex = window_index
         self._windows_by_namespace = window_index.by_namespace
         self._windows_by_selector = window_index.by_selector
-        self._windows_by_identity = window_index.by_identity
 
         self._identities_by_subject: dict[_Key2, list[CompiledIdentity]] = {}
         for i in sorted(identities.values(), key=lambda i: i.name):
@@ -805,9 +798,6 @@ class Snapshot:
             self._identities_memo.clear()
         self._identities_memo[memo_key] = result
         return result
-
-    def windows_naming_identity(self, identity: str) -> list[CompiledWindow]:
-        return [w for w, _ in self._windows_by_identity.get(identity, ())]
 
     def policies_for_window(self, window: crds.ChangeWindow) -> tuple[CompiledPolicy, ...]:
         """Policies that control some target of ``window`` (whose approval rules apply).

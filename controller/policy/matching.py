@@ -33,11 +33,6 @@ from controller.model import crds
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
 
-def resource_string(resource: str, subresource: str) -> str:
-    """``deployments`` + ``scale`` -> ``deployments/scale`` (the form rules are written in)."""
-    return f"{resource}/{subresource}" if subresource else resource
-
-
 def resource_patterns(resource: str, subresource: str) -> tuple[str, ...]:
     """Every rule ``resources`` entry that covers this resource, wildcards included.
 
