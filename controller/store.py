@@ -24,7 +24,8 @@ from typing import Any, Literal
 import pydantic
 
 from controller.model import crds
-from controller.policy import index, validation
+from controller.model import errors as model_errors
+from controller.policy import index
 
 Kind = Literal["ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace"]
 KINDS: tuple[Kind, ...] = ("ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace")
@@ -98,7 +99,7 @@ class Store:
             else:
                 return [("kind", f"unknown kind {kind!r}")]
         except pydantic.ValidationError as e:
-            return validation.pydantic_errors(e)
+            return model_errors.field_errors(e)
         return []
 
     def _forget(self, kind: Kind, name: str) -> None:

@@ -26,7 +26,7 @@ import yaml
 
 from controller.cli import audit, render, verbs
 from controller.cli import kube as kube_mod
-from controller.model import crds
+from controller.model import crds, errors
 from controller.policy import approvals, decide, index, limits, schedules, signatures, status
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,9 +66,8 @@ def _parse_all(
             out.append(model.model_validate(item))
         except pydantic.ValidationError as e:
             name = (item.get("metadata") or {}).get("name", "?")
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            skipped.append(f"{model.__name__} {name}: {where}: {first['msg']}")
+            where, msg = errors.field_errors(e)[0]
+            skipped.append(f"{model.__name__} {name}: {where}: {msg}")
     return out
 
 
@@ -445,9 +444,7 @@ def _validate_locally(body: Mapping[str, Any]) -> None:
     try:
         crds.ChangeWindow.model_validate(probe)
     except pydantic.ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
+        problems = errors.one_line(errors.field_errors(e))
         raise verbs.UsageError(f"the window would be invalid: {problems}") from e
 
 

@@ -32,39 +32,20 @@ from typing import Any, TypeVar
 import pydantic
 
 from controller.model import crds
+from controller.model import errors as model_errors
 from controller.policy import approvals, index, limits, matching, signatures
 from controller.policy.request import Request
 
 EMERGENCY_START_SLACK = datetime.timedelta(minutes=5)
 """How far an emergency window's start may be from now (clock skew, time to type the command)."""
 
-FieldErrors = tuple[tuple[str, str], ...]
+FieldErrors = tuple[model_errors.FieldError, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     errors: FieldErrors = ()
     warnings: tuple[str, ...] = ()
-
-
-def loc_to_path(loc: Sequence[int | str]) -> str:
-    """``("spec", "targets", 0, "resources")`` -> ``spec.targets[0].resources``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(root)"
-
-
-def pydantic_errors(error: pydantic.ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for e in error.errors():
-        msg = str(e.get("msg", ""))
-        msg = msg.removeprefix("Value error, ")
-        out.append((loc_to_path(e.get("loc", ())), msg))
-    return out
 
 
 def parse_window(body: Mapping[str, Any]) -> tuple[crds.ChangeWindow | None, list[tuple[str, str]]]:
@@ -670,4 +651,4 @@ def _parse(model: type[_M], body: Mapping[str, Any]) -> tuple[_M | None, list[tu
     try:
         return model.model_validate(dict(body)), []
     except pydantic.ValidationError as e:
-        return None, pydantic_errors(e)
+        return None, model_errors.field_errors(e)
