@@ -45,9 +45,7 @@ def test_the_webhook_and_the_index_name_a_bad_field_the_same_way() -> None:
         object=BAD_WINDOW,
     )
     snap = index.Snapshot.build(policies=[], identities=[], windows=[], namespaces={})
-    webhook = decide.decide(
-        request, snapshot=snap, now=crds.datetime.datetime.now(crds.datetime.UTC)
-    )
+    webhook = decide.decide(request, snapshot=snap, now=datetime.datetime.now(datetime.UTC))
     store = stores.Store()
     indexed = store.apply("ChangeWindow", "upsert", BAD_WINDOW)
     assert list(webhook.field_errors) == indexed
