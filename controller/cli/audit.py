@@ -62,7 +62,7 @@ from typing import IO, Any, BinaryIO, Final, TextIO
 
 import msgspec
 
-from controller.cli import auditlog, verbs
+from controller.cli import auditlog, flags
 from controller.model import crds
 from controller.policy import approvals as approvals_mod
 from controller.policy import decide, explain
@@ -1142,15 +1142,15 @@ def time_bound(text: str | None, *, now: datetime.datetime) -> datetime.datetime
     if not text:
         return None
     try:
-        return now - verbs.parse_since(text)
-    except verbs.UsageError:
+        return now - flags.parse_since(text)
+    except flags.UsageError:
         pass
     try:
         t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         t = None
     if t is None or t.tzinfo is None:
-        raise verbs.UsageError(
+        raise flags.UsageError(
             f"invalid time {text!r}: use a period like 30d, 12h, 2w or an RFC 3339 time"
             " with an offset (2026-11-30T09:00:00+09:00)"
         )
@@ -1199,7 +1199,7 @@ def command(
 ) -> int:
     """``report --audit-log``: 0 when the report was printed, 2 on bad flags or input."""
     if args.output == "yaml":
-        raise verbs.UsageError("report --audit-log prints table, wide, json or csv")
+        raise flags.UsageError("report --audit-log prints table, wide, json or csv")
     options = Options.make(
         since=time_bound(args.since, now=now),
         until=time_bound(args.until, now=now),

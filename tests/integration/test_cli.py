@@ -22,7 +22,7 @@ from typing import Any
 import e2e_helpers  # tests/integration/e2e_helpers.py (on sys.path via pytest's rootdir-less import)
 import pytest
 
-from controller.cli import kube, main, verbs
+from controller.cli import bodies, kube, main
 from controller.devcluster import cluster
 from controller.policy import approvals
 
@@ -432,7 +432,7 @@ def test_approval_patch_fails_safely_when_the_window_changed_since_it_was_read(
         check=True,
     )
     entry = {"approver": "bob@example.com", "specHash": approvals.spec_hash(seen["spec"])}
-    patch = verbs.approval_patch(spec=seen["spec"], entry=entry)
+    patch = bodies.approval_patch(spec=seen["spec"], entry=entry)
     with pytest.raises(kube.Conflict):
         k.request(
             "PATCH",
@@ -468,7 +468,7 @@ def test_a_status_write_while_the_approver_reviews_does_not_block_the_approval(
     k.request(
         "PATCH",
         f"{kube.WINDOWS_PATH}/cli-chg-status",
-        body=verbs.approval_patch(spec=seen["spec"], entry=entry),
+        body=bodies.approval_patch(spec=seen["spec"], entry=entry),
         content_type="application/json-patch+json",
     )
     stored = json.loads(

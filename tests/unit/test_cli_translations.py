@@ -6,11 +6,11 @@ import datetime
 
 import pytest
 
-from controller.cli import kube, verbs
+from controller.cli import bodies, flags, kube, kubectl
 from controller.model import crds
 from controller.policy import approvals
 
-KNOWN = verbs.BUILTIN_RESOURCES
+KNOWN = kubectl.BUILTIN_RESOURCES
 
 
 @pytest.mark.parametrize(
@@ -33,12 +33,12 @@ KNOWN = verbs.BUILTIN_RESOURCES
 def test_kubectl_verbs_map_to_admission_operations(
     verb: str, subresource: str | None, expected: tuple[str, str]
 ) -> None:
-    assert verbs.operation_for(verb, subresource=subresource) == expected
+    assert kubectl.operation_for(verb, subresource=subresource) == expected
 
 
 def test_unknown_verb_is_a_usage_error_naming_the_known_ones() -> None:
-    with pytest.raises(verbs.UsageError, match="create"):
-        verbs.operation_for("frobnicate")
+    with pytest.raises(flags.UsageError, match="create"):
+        kubectl.operation_for("frobnicate")
 
 
 @pytest.mark.parametrize(
@@ -59,22 +59,22 @@ def test_unknown_verb_is_a_usage_error_naming_the_known_ones() -> None:
 def test_resources_resolve_by_plural_singular_short_name_or_kind(
     token: str, group: str, plural: str, sub: str
 ) -> None:
-    info, got_sub = verbs.resolve_resource(token, KNOWN)
+    info, got_sub = kubectl.resolve_resource(token, KNOWN)
     assert (info.group, info.resource, got_sub) == (group, plural, sub)
 
 
 @pytest.mark.parametrize("token", ["widgets", "deployments.batch", "deployments/exec"])
 def test_unknown_resources_are_refused_not_guessed(token: str) -> None:
-    with pytest.raises(verbs.UsageError):
-        verbs.resolve_resource(token, KNOWN)
+    with pytest.raises(flags.UsageError):
+        kubectl.resolve_resource(token, KNOWN)
 
 
 def test_bare_name_prefers_the_core_group_like_kubectl() -> None:
     known = (
-        verbs.ResourceInfo(group="metrics.example", version="v1", resource="pods", kind="Pod"),
-        verbs.ResourceInfo(group="", version="v1", resource="pods", kind="Pod"),
+        kubectl.ResourceInfo(group="metrics.example", version="v1", resource="pods", kind="Pod"),
+        kubectl.ResourceInfo(group="", version="v1", resource="pods", kind="Pod"),
     )
-    info, _ = verbs.resolve_resource("pods", known)
+    info, _ = kubectl.resolve_resource("pods", known)
     assert info.group == ""
 
 
@@ -129,19 +129,19 @@ def test_aggregated_discovery_is_flattened_with_preferred_version_first() -> Non
             },
         ],
     }
-    found = verbs.resources_from_discovery([doc])
+    found = kubectl.resources_from_discovery([doc])
     assert [(r.group, r.version, r.resource) for r in found] == [
         ("apps", "v1", "deployments"),
         ("changegate.io", "v1alpha1", "changewindows"),
     ]
     assert found[0].subresources == ("scale", "status")
     assert found[1].namespaced is False
-    assert verbs.resolve_resource("cw", found)[0].kind == "ChangeWindow"
+    assert kubectl.resolve_resource("cw", found)[0].kind == "ChangeWindow"
 
 
 def test_can_i_request_is_what_the_api_server_would_send() -> None:
-    info, _ = verbs.resolve_resource("deploy", KNOWN)
-    req = verbs.build_request(
+    info, _ = kubectl.resolve_resource("deploy", KNOWN)
+    req = kubectl.build_request(
         verb="scale",
         resource=info,
         subresource=None,
@@ -169,9 +169,9 @@ def test_can_i_request_is_what_the_api_server_would_send() -> None:
 
 
 def test_exec_on_something_other_than_pods_is_refused() -> None:
-    info, _ = verbs.resolve_resource("deployments", KNOWN)
-    with pytest.raises(verbs.UsageError, match="pods"):
-        verbs.build_request(
+    info, _ = kubectl.resolve_resource("deployments", KNOWN)
+    with pytest.raises(flags.UsageError, match="pods"):
+        kubectl.build_request(
             verb="exec",
             resource=info,
             subresource=None,
@@ -193,24 +193,24 @@ def test_exec_on_something_other_than_pods_is_refused() -> None:
 )
 def test_times_must_carry_an_offset(text: str, ok: bool) -> None:
     if ok:
-        assert verbs.parse_time(text).utcoffset() is not None
+        assert flags.parse_time(text).utcoffset() is not None
     else:
-        with pytest.raises(verbs.UsageError):
-            verbs.parse_time(text)
+        with pytest.raises(flags.UsageError):
+            flags.parse_time(text)
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("2w", 14 * 86400), ("90m", 5400)]
 )
 def test_report_periods(text: str, seconds: int) -> None:
-    assert verbs.parse_since(text) == datetime.timedelta(seconds=seconds)
+    assert flags.parse_since(text) == datetime.timedelta(seconds=seconds)
 
 
 def test_resource_rules_group_resources_by_api_group() -> None:
     picked = [
-        verbs.resolve_resource(t, KNOWN) for t in ("deploy", "deployments/scale", "cm", "sts")
+        kubectl.resolve_resource(t, KNOWN) for t in ("deploy", "deployments/scale", "cm", "sts")
     ]
-    assert verbs.resource_rules(picked, ["update", "DELETE"]) == [
+    assert bodies.resource_rules(picked, ["update", "DELETE"]) == [
         {
             "apiGroups": ["apps"],
             "resources": ["deployments", "deployments/scale", "statefulsets"],
@@ -221,8 +221,8 @@ def test_resource_rules_group_resources_by_api_group() -> None:
 
 
 def test_resource_rules_refuse_unknown_operations() -> None:
-    with pytest.raises(verbs.UsageError):
-        verbs.resource_rules([verbs.resolve_resource("cm", KNOWN)], ["PATCH"])
+    with pytest.raises(flags.UsageError):
+        bodies.resource_rules([kubectl.resolve_resource("cm", KNOWN)], ["PATCH"])
 
 
 @pytest.mark.parametrize(
@@ -242,11 +242,11 @@ def test_schedule_flags_give_exactly_one_form(
     flags: dict[str, str], expected: dict[str, str]
 ) -> None:
     args = {"start": None, "end": None, "cron": None, "duration": None, "time_zone": None, **flags}
-    assert verbs.schedule_from_flags(**args) == expected
+    assert bodies.schedule_from_flags(**args) == expected
 
 
 @pytest.mark.parametrize(
-    "flags",
+    "given",
     [
         {},
         {"start": "2026-12-01T22:00:00Z"},
@@ -255,15 +255,15 @@ def test_schedule_flags_give_exactly_one_form(
         {"cron": "0 1 * * *", "duration": "1h"},
     ],
 )
-def test_bad_schedule_flags_are_usage_errors(flags: dict[str, str]) -> None:
-    args = {"start": None, "end": None, "cron": None, "duration": None, "time_zone": None, **flags}
-    with pytest.raises(verbs.UsageError):
-        verbs.schedule_from_flags(**args)
+def test_bad_schedule_flags_are_usage_errors(given: dict[str, str]) -> None:
+    args = {"start": None, "end": None, "cron": None, "duration": None, "time_zone": None, **given}
+    with pytest.raises(flags.UsageError):
+        bodies.schedule_from_flags(**args)
 
 
 def test_requested_window_is_a_valid_change_window_with_the_requester_filled_in() -> None:
-    rules = verbs.resource_rules([verbs.resolve_resource("deploy", KNOWN)], ["UPDATE"])
-    body = verbs.window_body(
+    rules = bodies.resource_rules([kubectl.resolve_resource("deploy", KNOWN)], ["UPDATE"])
+    body = bodies.window_body(
         name=None,
         ticket="CHG-1234",
         description="Roll out payments v2.3",
@@ -283,14 +283,14 @@ def test_requested_window_is_a_valid_change_window_with_the_requester_filled_in(
 
 
 def test_emergency_window_carries_its_reason() -> None:
-    body = verbs.window_body(
+    body = bodies.window_body(
         name="bg-1",
         ticket="EMERGENCY",
         description="",
         requester="sre@example.com",
         identities=["sre"],
         namespaces=["payments"],
-        rules=[dict(verbs.ALL_RESOURCES)],
+        rules=[dict(bodies.ALL_RESOURCES)],
         schedule={"start": "2026-12-01T22:00:00Z", "end": "2026-12-01T23:00:00Z"},
         emergency_reason="INC-77 payments down",
     )
@@ -307,13 +307,13 @@ def test_approval_patch_tests_what_the_approver_saw_before_appending() -> None:
         "specHash": approvals.spec_hash({"ticket": "T"}),
         "approvedAt": "2026-12-01T00:00:00Z",
     }
-    first = verbs.approval_patch(spec={"ticket": "T"}, entry=entry)
+    first = bodies.approval_patch(spec={"ticket": "T"}, entry=entry)
     assert first == [
         {"op": "test", "path": "/spec", "value": {"ticket": "T"}},
         {"op": "add", "path": "/spec/approvals", "value": [entry]},
     ]
     earlier = [{"approver": "carol", "specHash": entry["specHash"]}]
-    second = verbs.approval_patch(spec={"ticket": "T", "approvals": earlier}, entry=entry)
+    second = bodies.approval_patch(spec={"ticket": "T", "approvals": earlier}, entry=entry)
     assert second == [
         {"op": "test", "path": "/spec", "value": {"ticket": "T", "approvals": earlier}},
         {"op": "add", "path": "/spec/approvals/-", "value": entry},
