@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from controller.model import crds, review
 from controller.policy import approvals, explain, index, matching, schedules, validation
@@ -400,9 +400,9 @@ def _evaluate(p: index.CompiledPolicy, ctx: _Context) -> _Verdict:
     best_rank = 0
     for w, interval in ctx.open_windows:  # a closed window gets no further than NoWindow
         stage = _stage(p, w, ctx)
-        if stage[0] is Reason.WINDOW:
+        if stage.reason is Reason.WINDOW:
             return _through_window(p, w, interval, ctx, stage)
-        rank = _PROGRESS[stage[0]]
+        rank = _PROGRESS[stage.reason]
         if rank > best_rank:  # ties: the first in name order
             best, best_rank = (w, interval, stage), rank
     if best is None:
@@ -428,17 +428,20 @@ def _names_requester(w: index.CompiledWindow, ctx: _Context) -> str | None:
     return None
 
 
-_Stage = tuple[
-    Reason, approvals.ApprovalState, list[index.CompiledIdentity], list[index.CompiledIdentity]
-]
+class _Stage(NamedTuple):
+    """How far one open window got under one policy (``reason`` WINDOW: it admits)."""
+
+    reason: Reason
+    approval: approvals.ApprovalState
+    designated: list[index.CompiledIdentity]  # the window's identities matching the requester
+    last: list[index.CompiledIdentity]  # those that reached the last step checked
 
 
 def _stage(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _Stage:
     """How far one open window gets: approved -> designated -> valid -> work hours.
 
-    Returns (reason, approval state, designated identities, identities for the last step):
-    reason WINDOW means it admits. No messages are built here: with dozens of open windows
-    covering one request, only the one that got furthest is worth explaining.
+    No messages are built here: with dozens of open windows covering one request, only the
+    one that got furthest is worth explaining.
     """
     spec = w.window.spec
     req = ctx.request
@@ -456,20 +459,20 @@ def _stage(p: index.CompiledPolicy, w: index.CompiledWindow, ctx: _Context) -> _
         else None,
     )
     if not state.approved:
-        return (Reason.APPROVAL_STALE if state.stale else Reason.NOT_APPROVED), state, [], []
+        return _Stage(Reason.APPROVAL_STALE if state.stale else Reason.NOT_APPROVED, state, [], [])
     if not p.ticket_ok(spec.ticket) or w.limit_violations(p, ctx.snapshot):
-        return Reason.NOT_APPROVED, state, [], []
+        return _Stage(Reason.NOT_APPROVED, state, [], [])
     designated = [ctx.identities[n] for n in spec.identities if n in ctx.identities]
     if not designated:
-        return Reason.NOT_DESIGNATED, state, designated, []
+        return _Stage(Reason.NOT_DESIGNATED, state, designated, [])
     now = ctx.now
     usable = [i for i in designated if not i.identity.spec.suspended and not i.expired(now)]
     if not usable:
-        return Reason.IDENTITY_EXPIRED, state, designated, []
+        return _Stage(Reason.IDENTITY_EXPIRED, state, designated, [])
     in_hours = [i for i in usable if i.work_hours is None or i.work_hours.is_open(now)]
     if in_hours:
-        return Reason.WINDOW, state, designated, in_hours
-    return Reason.OUTSIDE_WORK_HOURS, state, designated, usable
+        return _Stage(Reason.WINDOW, state, designated, in_hours)
+    return _Stage(Reason.OUTSIDE_WORK_HOURS, state, designated, usable)
 
 
 def _through_window(
