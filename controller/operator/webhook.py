@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from controller.admission import tls
 from controller.model import crds
-from controller.policy import index, matching
+from controller.policy import decide, index, matching
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ CONTROLLED_WEBHOOK = "controlled.changegate.io"
 CRDS_WEBHOOK = "crds.changegate.io"
 PATH = "/validate"
 
-KUBE_CONTROLLER_MANAGER = "system:kube-controller-manager"
-KUBE_SCHEDULER = "system:kube-scheduler"
-NODES_GROUP = "system:nodes"
-KUBE_SYSTEM_SERVICE_ACCOUNTS = "system:serviceaccounts:kube-system"
 
 FailurePolicy = Literal["Fail", "Ignore"]
 
@@ -153,7 +149,8 @@ def exemption_match_conditions(
         # controllers' status-only writes never depend on changegate being up.
         {"name": "status-only-if-metadata-changes", "expression": status_match_expression()},
     ]
-    users = [KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER] if builtin_exemptions else []
+    # The same sets the decision exempts (``decide.BUILTIN_EXEMPT_*``): one list, two places.
+    users = sorted(decide.BUILTIN_EXEMPT_USERS) if builtin_exemptions else []
     if self_username:
         users.append(self_username)
     if users:
@@ -165,7 +162,7 @@ def exemption_match_conditions(
             }
         )
     if builtin_exemptions:
-        groups = [NODES_GROUP, KUBE_SYSTEM_SERVICE_ACCOUNTS]
+        groups = sorted(decide.BUILTIN_EXEMPT_GROUPS)
         conditions.append(
             {
                 "name": "not-exempt-group",

@@ -28,6 +28,7 @@ import e2e_helpers
 import pytest
 
 from controller.devcluster import cluster
+from controller.policy import decide
 
 pytestmark = pytest.mark.integration
 
@@ -689,3 +690,78 @@ def test_metrics_count_decisions_and_windows_by_phase(
         assert "changegate_index_ready 1.0" in text
 
     eventually(exported)
+
+
+# -- one table of exemptions: the decision's, and the API server's CEL agrees ------------------
+
+EXEMPTION_CASES = [
+    ("system:kube-controller-manager", ()),
+    ("system:kube-scheduler", ()),
+    ("system:node:worker-1", ("system:nodes",)),
+    (
+        "system:serviceaccount:kube-system:replicaset-controller",
+        ("system:serviceaccounts:kube-system",),
+    ),
+    # Not exempt: look-alikes and ordinary users.
+    ("system:kube-controller-manager-impostor", ()),
+    ("system:serviceaccount:default:builder", ("system:serviceaccounts:default",)),
+    ("alice@example.com", (DEVELOPERS,)),
+]
+
+
+def test_the_webhooks_match_conditions_skip_exactly_the_identities_the_decision_exempts(
+    world: World, changegate: e2e_helpers.Changegate
+) -> None:
+    """The matchConditions (CEL, compiled and evaluated by the real API server) are built from
+    the decision's own exemption sets; a request reaches changegate iff the decision would not
+    exempt its identity, so the cluster heals without changegate and nobody else skips it."""
+    world.setup()
+    grant = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{world.ns}-exemption-cases"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "e2e-changegate-users",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+            for user, _ in EXEMPTION_CASES
+        ],
+    }
+    world.admin_apply(grant)
+    names = {}
+    for i, (user, groups) in enumerate(EXEMPTION_CASES):
+        names[f"exemption-{i}"] = (user, groups)
+        world.kubectl(
+            "create",
+            "configmap",
+            f"exemption-{i}",
+            "-n",
+            world.ns,
+            "--from-literal=k=v",
+            "--dry-run=server",
+            who=(user, groups),
+        )
+
+    def reached() -> set[str]:
+        seen = set()
+        for line in changegate.log_text().splitlines():
+            if '"logger":"changegate.decisions"' in line and world.ns in line:
+                entry = json.loads(line)
+                if entry.get("name") in names:
+                    seen.add(entry["name"])
+        return seen
+
+    expected = {
+        name
+        for name, (user, groups) in names.items()
+        if not decide.is_builtin_exempt(user=user, groups=groups)
+    }
+    assert 2 < len(expected) < len(names)  # the table has both kinds
+
+    def agree() -> None:
+        assert reached() == expected
+
+    eventually(agree)
