@@ -16,6 +16,7 @@ import random
 import resource
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from controller import store as store_mod
@@ -48,11 +49,26 @@ def _rule(group: str, resource: str, sub: str, ops: list[str]) -> dict[str, Any]
 
 def build_cluster(rng: random.Random, *, n_windows: int) -> tuple[store_mod.Store, list[str]]:
     s = store_mod.Store()
-    namespaces = [f"ns-{i}" for i in range(1000)]
+    for kind, body in cluster_objects(rng, n_windows=n_windows):
+        s.apply(kind, "upsert", body)
+    for kind in store_mod.KINDS:
+        s.mark_synced(kind)
+    return s, NAMESPACES
+
+
+NAMESPACES = [f"ns-{i}" for i in range(1000)]
+
+
+def cluster_objects(
+    rng: random.Random, *, n_windows: int, now: dt.datetime = NOW
+) -> Iterator[tuple[store_mod.Kind, dict[str, Any]]]:
+    """The synthetic cluster as (kind, body) watch objects: 1,000 namespaces, 50 policies,
+    1,000 identities, ``n_windows`` windows around ``now`` (bench/operator.py creates the same
+    objects in a real API server)."""
+    namespaces = NAMESPACES
     for i, ns in enumerate(namespaces):
-        s.apply(
+        yield (
             "Namespace",
-            "upsert",
             {
                 "metadata": {
                     "name": ns,
@@ -85,7 +101,7 @@ def build_cluster(rng: random.Random, *, n_windows: int) -> tuple[store_mod.Stor
                     "schedule": {"start": "2026-12-24T00:00:00Z", "end": "2027-01-02T00:00:00Z"},
                 }
             ]
-        s.apply("ChangePolicy", "upsert", {"metadata": {"name": f"policy-{i:02d}"}, "spec": spec})
+        yield "ChangePolicy", {"metadata": {"name": f"policy-{i:02d}"}, "spec": spec}
     for i in range(1000):
         subjects: list[dict[str, Any]] = [{"kind": "User", "name": f"user-{i}"}]
         if i % 5 == 0:
@@ -98,18 +114,17 @@ def build_cluster(rng: random.Random, *, n_windows: int) -> tuple[store_mod.Stor
                     {"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "start": "08:00", "end": "20:00"}
                 ],
             }
-        s.apply("AuthorizedIdentity", "upsert", {"metadata": {"name": f"id-{i}"}, "spec": ispec})
+        yield "AuthorizedIdentity", {"metadata": {"name": f"id-{i}"}, "spec": ispec}
     for i in range(n_windows):
-        s.apply("ChangeWindow", "upsert", window_body(rng, i, namespaces))
-    for kind in store_mod.KINDS:
-        s.mark_synced(kind)
-    return s, namespaces
+        yield "ChangeWindow", window_body(rng, i, namespaces, now=now)
 
 
-def window_body(rng: random.Random, i: int, namespaces: list[str]) -> dict[str, Any]:
+def window_body(
+    rng: random.Random, i: int, namespaces: list[str], *, now: dt.datetime = NOW
+) -> dict[str, Any]:
     group, res, sub = rng.choice(RESOURCES)
     if rng.random() < 0.6:
-        start = NOW + dt.timedelta(hours=rng.randint(-48, 48))
+        start = now + dt.timedelta(hours=rng.randint(-48, 48))
         schedule: dict[str, Any] = {
             "start": start.isoformat(),
             "end": (start + dt.timedelta(hours=rng.randint(1, 8))).isoformat(),

@@ -53,6 +53,18 @@ class Store:
         (``published()`` no longer builds on the caller's thread)."""
         self.errors: dict[tuple[str, str], list[tuple[str, str]]] = {}
         """Field errors of objects currently left out, by (kind, name)."""
+        self.validated: dict[str, int] = dict.fromkeys(KINDS[:3], 0)
+        """Bodies validated into models so far, per kind (``work()``)."""
+        self.windows_compiled = 0
+        """Windows compiled by snapshot builds so far (the rest were reused)."""
+
+    def work(self) -> dict[str, int]:
+        """What this store has done so far: validations per kind, windows and timelines
+        compiled (the operator exports these; a watch event should cost only its object)."""
+        counts = {f"{kind}_validated": n for kind, n in self.validated.items()}
+        counts["windows_compiled"] = self.windows_compiled
+        counts["timelines_compiled"] = index.CachedTimeline.compiled
+        return counts
 
     def apply(
         self,
@@ -87,6 +99,8 @@ class Store:
             return errors
 
     def _upsert(self, kind: Kind, name: str, body: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if kind in self.validated:
+            self.validated[kind] += 1
         try:
             if kind == "ChangePolicy":
                 self._policies[name] = crds.ChangePolicy.model_validate(dict(body))
@@ -172,6 +186,7 @@ class Store:
                 previous=previous,
             )
             self._snapshot = built
+            self.windows_compiled += built.windows_compiled
             return built
 
 

@@ -15,9 +15,10 @@ query a platform team runs before switching a policy to Enforce.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import prometheus_client
+from prometheus_client import metrics_core
 
 from controller.model import crds
 from controller.policy import decide
@@ -72,6 +73,13 @@ class Metrics:
         for phase in crds.Phase:
             self.windows.labels(phase=str(phase)).set(0)
         self._decision_children: dict[tuple[str, ...], prometheus_client.Counter] = {}
+        self._work = _WorkCollector()
+        self.registry.register(self._work)
+
+    def count_work(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``read()``'s running totals as ``changegate_work_total{what}``, read at
+        scrape time (the store's validations and compilations, the reconciler's passes)."""
+        self._work.sources.append(read)
 
     def observe_decision(self, *, decision: decide.Decision, dry_run: bool, seconds: float) -> None:
         """Count one answered review and its latency."""
@@ -110,3 +118,28 @@ class Metrics:
         return prometheus_client.generate_latest(
             self.registry
         ), prometheus_client.CONTENT_TYPE_LATEST
+
+
+class _WorkCollector:
+    """``changegate_work_total{what}``: running totals kept as plain ints by the pure layers
+    (which must not import prometheus_client), read when scraped."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Mapping[str, int]]] = []
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        family = metrics_core.CounterMetricFamily(
+            "changegate_work",
+            "Work this replica has done since it started: objects validated, windows and "
+            "timelines compiled, reconcile passes, window statuses computed and written.",
+            labels=["what"],
+        )
+        totals: dict[str, int] = {}
+        for read in self.sources:
+            totals.update(read())
+        for what, value in sorted(totals.items()):
+            family.add_metric([what], value)
+        yield family
+
+    def describe(self) -> list[metrics_core.Metric]:
+        return []  # collected on demand: no fixed set of samples to check at registration

@@ -76,6 +76,13 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._webhook_wake = asyncio.Event()
         self.windows: dict[str, dict[str, Any]] = {}  # name -> raw body, as last seen
+        self.work: dict[str, int] = {
+            "reconcile_passes": 0,
+            "statuses_computed": 0,
+            "reconcile_windows_validated": 0,
+            "status_writes": 0,
+        }
+        """Running totals (exported as ``changegate_work_total``)."""
 
     def window_event(self, event: str, body: Mapping[str, Any]) -> None:
         """Remember a window's latest body; the snapshot rebuild that follows pokes us."""
@@ -169,6 +176,7 @@ class Reconciler:
         await self._webhooks.reconcile(self.desired_webhook(snapshot))
 
         now = self._clock()
+        self.work["reconcile_passes"] += 1
         next_boundary: datetime.datetime | None = None
         for name, body in list(self.windows.items()):
             boundary = await self._reconcile_window(name, body, snapshot=snapshot, now=now)
@@ -183,6 +191,8 @@ class Reconciler:
     ) -> datetime.datetime | None:
         current: Mapping[str, Any] = body.get("status") or {}
         boundary: datetime.datetime | None = None
+        self.work["statuses_computed"] += 1
+        self.work["reconcile_windows_validated"] += 1
         try:
             window = crds.ChangeWindow.model_validate(body)
         except pydantic.ValidationError as e:
@@ -214,6 +224,7 @@ class Reconciler:
             name,
             {"status": patch},
         )
+        self.work["status_writes"] += 1
         # Remember what we wrote so the next pass compares against it even before the watch
         # delivers our own update.
         self.windows[name] = {**body, "status": desired}

@@ -202,6 +202,10 @@ async def run(config: Config) -> None:
         on_phases=app[admission.METRICS].set_window_phases,
     )
 
+    metrics = app[admission.METRICS]
+    metrics.count_work(store.work)
+    metrics.count_work(lambda: loop_.work)
+
     rebuild = asyncio.Event()
 
     def on_change(kind: handlers.Kind, event: str, body: Any) -> None:
