@@ -46,8 +46,8 @@ helm:
 
 lint: venv
 	bash hack/lock.sh --check
-	$(VENV)/bin/ruff check controller tests bench
-	$(VENV)/bin/ruff format --check controller tests bench
+	$(VENV)/bin/ruff check controller demo tests bench
+	$(VENV)/bin/ruff format --check controller demo tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -68,7 +68,7 @@ cluster: controlplane
 	$(PY) -m controller.devcluster up
 
 demo: venv controlplane
-	$(PY) -m controller.demo
+	$(PY) -m demo
 
 bench: venv
 	$(PY) bench/decide.py

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 
 def test_demo_plays_to_its_end(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "controller.demo", "--wait", "no", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "demo", "--wait", "no", "--workdir", str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],  # the demo lives beside controller/, not in it
         capture_output=True,
         text=True,
         timeout=540,
