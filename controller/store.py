@@ -13,19 +13,26 @@ untouched windows. bench/decide.py measures both halves at 10,000 windows.
 An object that does not validate is left out of the index — and a previously valid version of
 it is removed: an invalid window must not keep granting what its last valid version granted.
 Its field errors are returned (and kept in ``errors``) so the operator can report them.
+
+Each version of an object is validated once. A ChangeWindow's ``status`` is changegate's own
+output, not an input of any decision: it is kept as the API server last reported it
+(``observed_windows``, what the reconciler compares its next status with) and never validated,
+and an event that changes nothing but the status (every status write the reconciler makes comes
+back as one) neither validates the window again nor makes the snapshot stale -- so the
+compiled window, its timeline and caches survive it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pydantic
 
 from controller.model import crds
 from controller.model import errors as model_errors
-from controller.policy import index
+from controller.policy import index, status
 
 Kind = Literal["ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace"]
 KINDS: tuple[Kind, ...] = ("ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace")
@@ -41,6 +48,8 @@ class Store:
         self._identities: dict[str, crds.AuthorizedIdentity] = {}
         self._windows: dict[str, crds.ChangeWindow] = {}
         self._raw_specs: dict[str, Mapping[str, Any]] = {}
+        # Every ChangeWindow the watch reported, valid or not: its status and generation.
+        self._observed: dict[str, status.Observed] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
         self._synced: set[str] = set()
         self._ready = False  # kinds are only ever added to _synced, so once True it stays
@@ -78,7 +87,6 @@ class Store:
         if not isinstance(name, str) or not name:
             return [("metadata.name", "missing")]
         with self._lock:
-            self.errors.pop((kind, name), None)
             if kind == "Namespace" and event == "upsert":
                 raw_labels = meta.get("labels") if isinstance(meta, Mapping) else None
                 labels = dict(raw_labels) if isinstance(raw_labels, Mapping) else {}
@@ -88,6 +96,9 @@ class Store:
                     self._namespaces[name] = labels
                     self._stale = True
                 return []
+            if kind == "ChangeWindow" and event == "upsert" and self._status_only(name, body):
+                return self.errors.get((kind, name), [])
+            self.errors.pop((kind, name), None)
             self._stale = True
             if event == "delete":
                 self._forget(kind, name)
@@ -96,7 +107,26 @@ class Store:
             if errors:
                 self._forget(kind, name)
                 self.errors[(kind, name)] = errors
+            if kind == "ChangeWindow":
+                self._observed[name] = _observed(body, errors, raw_spec=self._raw_specs.get(name))
             return errors
+
+    def _status_only(self, name: str, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` differs from the window we hold in its status alone; if so, keep
+        the new status and nothing else (no validation, the snapshot stays current)."""
+        held = self._observed.get(name)
+        if held is None:
+            return False
+        meta = body.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        same = (
+            held.uid == meta.get("uid")
+            and held.generation == meta.get("generation")
+            and held.raw_spec == body.get("spec")
+        )
+        if same:
+            self._observed[name] = _observed(body, held.errors, raw_spec=held.raw_spec)
+        return same
 
     def _upsert(self, kind: Kind, name: str, body: Mapping[str, Any]) -> list[tuple[str, str]]:
         if kind in self.validated:
@@ -124,6 +154,7 @@ class Store:
         elif kind == "ChangeWindow":
             self._windows.pop(name, None)
             self._raw_specs.pop(name, None)
+            self._observed.pop(name, None)
         elif kind == "Namespace":
             self._namespaces.pop(name, None)
 
@@ -136,6 +167,13 @@ class Store:
     def ready(self) -> bool:
         """Every kind, Namespace included, has been listed at least once."""
         return self._ready  # read on every admission request: a field, not a scan
+
+    def observed_windows(self) -> dict[str, status.Observed]:
+        """Every ChangeWindow as the watch last reported it (status, generation, field errors
+        when it is left out of the index): with the published snapshot, all the reconciler
+        reads. A shallow copy; the records are immutable."""
+        with self._lock:
+            return dict(self._observed)
 
     def raw_spec(self, name: str) -> Mapping[str, Any] | None:
         """The ChangeWindow spec as the API server stored it (what specHash is over)."""
@@ -191,14 +229,28 @@ class Store:
 
 
 def _validate_window(body: Mapping[str, Any]) -> crds.ChangeWindow:
-    """Validate a ChangeWindow; a malformed ``status`` (ours to rewrite) is dropped, not fatal.
-
-    One validation in the common case: at 10,000 windows a second pass or a model copy per
-    event shows up in memory and in apply time.
-    """
-    try:
-        return crds.ChangeWindow.model_validate(dict(body))
-    except pydantic.ValidationError as e:
-        if not all(err["loc"][:1] == ("status",) for err in e.errors()):
-            raise
+    """Validate a ChangeWindow without its ``status``: ours to rewrite, read by no decision
+    (``observed_windows`` keeps it raw), so a malformed one is not fatal and none costs a
+    validation."""
     return crds.ChangeWindow.model_validate({k: v for k, v in body.items() if k != "status"})
+
+
+def _observed(
+    body: Mapping[str, Any],
+    errors: Sequence[tuple[str, str]],
+    *,
+    raw_spec: Mapping[str, Any] | None = None,
+) -> status.Observed:
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    current = body.get("status")
+    generation = meta.get("generation")
+    uid = meta.get("uid")
+    spec = body.get("spec") if raw_spec is None else raw_spec
+    return status.Observed(
+        status=current if isinstance(current, Mapping) else {},
+        generation=generation if isinstance(generation, int) else None,
+        errors=tuple(errors),
+        uid=uid if isinstance(uid, str) else None,
+        raw_spec=spec if isinstance(spec, Mapping) else None,
+    )

@@ -7,8 +7,10 @@ first ``@kopf.on.event`` call of any kind proves that every kind has been listed
 Store is marked synced then. Namespaces always exist (the API server creates ``default`` and
 ``kube-system`` itself), so that first call always comes.
 
-The index handlers apply upserts as early as possible; deletions come only as watch events,
-so the ``on.event`` handlers apply those (and upserts again, harmlessly idempotent).
+kopf calls the index handler of a kind for every event but a deletion, before any other
+handler: so the index handlers apply upserts (as early as possible: during the initial listing
+too), and the ``on.event`` handlers apply only deletions, which never reach an index handler.
+Each event is applied, and each object version validated, once.
 
 The handlers are coroutines on purpose: kopf runs plain functions in worker threads, and the
 callbacks they fire (the reconciler's wake-up, its window table) belong to the event loop.
@@ -93,11 +95,10 @@ class Watches:
         self.on_synced()
 
     async def on_event(self, kind: Kind, raw_event: Mapping[str, Any]) -> None:
-        body = raw_event.get("object") or {}
+        # Upserts were applied by the index handler, which kopf runs first for every event
+        # that is not a deletion.
         if raw_event.get("type") == "DELETED":
-            self.apply(kind, "delete", body)
-        elif body:
-            self.apply(kind, "upsert", body)
+            self.apply(kind, "delete", raw_event.get("object") or {})
         await self.mark_synced()
 
 

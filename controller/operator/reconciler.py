@@ -1,11 +1,16 @@
 """The leader's loop: ChangeWindow status, window-transition Events, webhook configuration.
 
-One task instead of a kopf daemon per window: after every change to the index (poked by the
-watch handlers) or at the earliest ``next_boundary`` of any window -- the next instant a status
-changes by time alone -- it recomputes every window's status and writes those that differ.
-Between those instants it sleeps; nothing polls. A safety resync every ``resync`` seconds
-covers a missed wake-up (e.g. a clock jump). Only the Lease holder writes; the other replicas
-keep their index fresh and wait.
+One task instead of a kopf daemon per window: after every new snapshot (poked once it is
+published) or at the earliest ``next_boundary`` of any window -- the next instant a status
+changes by time alone -- it plans the status writes and makes them. Between those instants it
+sleeps; nothing polls. A safety resync every ``resync`` seconds covers a missed wake-up (e.g. a
+clock jump). Only the Lease holder writes; the other replicas keep their index fresh and wait.
+
+It holds no window state of its own: it reads the published snapshot (the compiled windows the
+webhook decides from) and the store's observed windows (status, generation, field errors), and
+``status.plan_status_writes`` -- where every status rule lives -- says what to write. The plan
+is computed in a worker thread: after a policy or namespace-label change it recomputes every
+window (a second or so at 10,000), which must not stall the admission server's event loop.
 
 The webhook configuration also has a pass of its own (``run_webhook``), woken when the watch
 on the live object sees a change we did not make, or when the CA changes: a repair must not
@@ -18,14 +23,14 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import pydantic
+import kubernetes
 
 from controller import store as stores
 from controller.model import crds
-from controller.operator import events, leader, webhook, windows
+from controller.operator import events, leader, webhook
 from controller.policy import status as window_status
 
 logger = logging.getLogger(__name__)
@@ -75,22 +80,13 @@ class Reconciler:
         self._resync = resync
         self._wake = asyncio.Event()
         self._webhook_wake = asyncio.Event()
-        self.windows: dict[str, dict[str, Any]] = {}  # name -> raw body, as last seen
+        self._memo: window_status.StatusMemo | None = None  # the last plan's, for the next
         self.work: dict[str, int] = {
             "reconcile_passes": 0,
             "statuses_computed": 0,
-            "reconcile_windows_validated": 0,
             "status_writes": 0,
         }
         """Running totals (exported as ``changegate_work_total``)."""
-
-    def window_event(self, event: str, body: Mapping[str, Any]) -> None:
-        """Remember a window's latest body; the snapshot rebuild that follows pokes us."""
-        name = body["metadata"]["name"]
-        if event == "delete":
-            self.windows.pop(name, None)
-        else:
-            self.windows[name] = dict(body)
 
     def poke(self) -> None:
         self._wake.set()
@@ -177,69 +173,42 @@ class Reconciler:
 
         now = self._clock()
         self.work["reconcile_passes"] += 1
-        next_boundary: datetime.datetime | None = None
-        for name, body in list(self.windows.items()):
-            boundary = await self._reconcile_window(name, body, snapshot=snapshot, now=now)
-            if boundary is not None and (next_boundary is None or boundary < next_boundary):
-                next_boundary = boundary
-        if self._on_phases is not None:
-            self._on_phases(phase_counts(self.windows.values()))
-        return next_boundary
-
-    async def _reconcile_window(
-        self, name: str, body: Mapping[str, Any], *, snapshot: Any, now: datetime.datetime
-    ) -> datetime.datetime | None:
-        current: Mapping[str, Any] = body.get("status") or {}
-        boundary: datetime.datetime | None = None
-        self.work["statuses_computed"] += 1
-        self.work["reconcile_windows_validated"] += 1
-        try:
-            window = crds.ChangeWindow.model_validate(body)
-        except pydantic.ValidationError as e:
-            errors = [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
-            computed = windows.invalid_status(errors)
-            emergency = False
-        else:
-            ws = window_status.window_status(
-                window, raw_spec=body.get("spec") or {}, snapshot=snapshot, now=now
-            )
-            computed = ws.to_patch()["status"]
-            boundary = ws.next_boundary
-            emergency = window.spec.emergency is not None
-        desired = windows.desired_status(
-            computed,
-            current=current,
-            generation=body["metadata"].get("generation"),
+        observed = self._store.observed_windows()
+        plan = await asyncio.to_thread(
+            window_status.plan_status_writes,
+            snapshot=snapshot,
+            observed=observed,
             now=now,
+            memo=self._memo,
         )
-        if not windows.status_differs(current, desired):
-            return boundary
-        # A merge patch: fields that are no longer set must be sent as null to be removed.
-        patch = {**{k: None for k in current if k not in desired}, **desired}
-        await asyncio.to_thread(
-            self._custom.patch_cluster_custom_object_status,
-            crds.GROUP,
-            crds.VERSION,
-            crds.PLURALS["ChangeWindow"],
-            name,
-            {"status": patch},
-        )
+        self.work["statuses_computed"] += plan.computed
+        self._memo = plan.memo
+        for i, write in enumerate(plan.writes):
+            try:
+                await self._write(write)
+            except BaseException:
+                # Not written: the next pass must not take these as done.
+                self._memo = plan.memo.forget(w.name for w in plan.writes[i:])
+                raise
+        if self._on_phases is not None:
+            self._on_phases(plan.phases)
+        return plan.next_boundary
+
+    async def _write(self, write: window_status.StatusWrite) -> None:
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_cluster_custom_object_status,
+                crds.GROUP,
+                crds.VERSION,
+                crds.PLURALS["ChangeWindow"],
+                write.name,
+                write.patch,
+            )
+        except kubernetes.client.exceptions.ApiException as e:
+            if e.status == 404:
+                return  # deleted since the plan: its delete event is on its way
+            raise
         self.work["status_writes"] += 1
-        # Remember what we wrote so the next pass compares against it even before the watch
-        # delivers our own update.
-        self.windows[name] = {**body, "status": desired}
-        ref = events.ObjectRef(api_version=crds.API_VERSION, kind="ChangeWindow", name=name)
-        for reason, type_, message in windows.transitions(
-            old=current, new=desired, emergency=emergency
-        ):
-            self._poster.post(ref=ref, reason=reason, type=type_, message=message)
-        return boundary
-
-
-def phase_counts(bodies: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Windows per ``status.phase`` (the ``changegate_windows{phase}`` gauge); unset is ""."""
-    counts: dict[str, int] = {}
-    for body in bodies:
-        phase = str((body.get("status") or {}).get("phase") or "")
-        counts[phase] = counts.get(phase, 0) + 1
-    return counts
+        ref = events.ObjectRef(api_version=crds.API_VERSION, kind="ChangeWindow", name=write.name)
+        for t in write.transitions:
+            self._poster.post(ref=ref, reason=t.reason, type=t.type, message=t.message)

@@ -209,10 +209,9 @@ async def run(config: Config) -> None:
     rebuild = asyncio.Event()
 
     def on_change(kind: handlers.Kind, event: str, body: Any) -> None:
-        # The reconciler is poked once the rebuilt snapshot is published, not here: poking now
-        # would recompute every window's status from the snapshot this event just outdated.
-        if kind == "ChangeWindow":
-            loop_.window_event(event, body)
+        # The reconciler is poked once the rebuilt snapshot is published, not here: it plans
+        # from that snapshot. An event that changed nothing the index holds (a window's status,
+        # a namespace's annotations) builds nothing and pokes nobody.
         rebuild.set()
 
     watches = handlers.Watches(store=store, on_change=on_change, on_synced=loop_.poke)

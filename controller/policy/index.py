@@ -47,7 +47,7 @@ class CachedTimeline:
     10,000 crons up front.
     """
 
-    __slots__ = ("_factory", "_hi", "_interval", "_lo", "_next", "_next_lo", "_timeline")
+    __slots__ = ("_at", "_factory", "_next", "_timeline")
 
     compiled: ClassVar[int] = 0
     """Timelines built so far, process-wide (a figure for the operator's metrics and bench:
@@ -56,11 +56,11 @@ class CachedTimeline:
     def __init__(self, factory: Callable[[], schedules.Timeline]) -> None:
         self._factory = factory
         self._timeline: schedules.Timeline | None = None
-        self._lo: datetime.datetime | None = None
-        self._hi: datetime.datetime = FAR_FUTURE
-        self._interval: schedules.Interval | None = None
-        self._next_lo: datetime.datetime | None = None
-        self._next: schedules.Interval | None = None
+        # Each cached answer is one tuple, replaced whole: the webhook (event loop) and the
+        # status planner (a worker thread) may ask at once, and must never see half of one.
+        self._at: tuple[datetime.datetime, datetime.datetime, schedules.Interval | None] | None
+        self._at = None  # (lo, hi, interval_at answer on [lo, hi))
+        self._next: tuple[datetime.datetime, schedules.Interval | None] | None = None
 
     @property
     def timeline(self) -> schedules.Timeline:
@@ -70,9 +70,9 @@ class CachedTimeline:
         return self._timeline
 
     def interval_at(self, t: datetime.datetime) -> schedules.Interval | None:
-        lo = self._lo
-        if lo is not None and lo <= t < self._hi:
-            return self._interval
+        cached = self._at
+        if cached is not None and cached[0] <= t < cached[1]:
+            return cached[2]
         timeline = self.timeline
         interval = timeline.interval_at(t)
         if interval is not None:
@@ -80,7 +80,7 @@ class CachedTimeline:
         else:
             upcoming = self.next_interval(t)
             lo, hi = t, (upcoming.start if upcoming is not None else FAR_FUTURE)
-        self._lo, self._hi, self._interval = lo, hi, interval
+        self._at = (lo, hi, interval)
         return interval
 
     def is_open(self, t: datetime.datetime) -> bool:
@@ -89,11 +89,11 @@ class CachedTimeline:
     def next_interval(self, t: datetime.datetime) -> schedules.Interval | None:
         """Cached too: no interval starts in (t0, t] while t < next.start, so the answer for
         t0 holds for every t in [t0, next.start)."""
-        lo = self._next_lo
-        if lo is not None and lo <= t and (self._next is None or t < self._next.start):
-            return self._next
+        cached = self._next
+        if cached is not None and cached[0] <= t and (cached[1] is None or t < cached[1].start):
+            return cached[1]
         upcoming = self.timeline.next_interval(t)
-        self._next_lo, self._next = t, upcoming
+        self._next = (t, upcoming)
         return upcoming
 
 

@@ -1,7 +1,11 @@
-"""ChangeWindow status as a pure function of (window, raw spec, snapshot, now).
+"""ChangeWindow status: what it should be, which writes and Events that takes -- pure functions.
 
-The operator writes what this returns and sleeps until ``next_boundary``; nothing here reads a
-clock or the API.
+Every status rule lives here: the phase and conditions (``window_status``), the status of a
+window that does not validate (``invalid_status``), when a condition's ``lastTransitionTime``
+moves, whether a write is needed at all (``status_differs``) and which Events a change raises
+(``transitions``). ``plan_status_writes`` puts them together over a whole snapshot; the
+operator's reconciler only performs the writes it returns and sleeps until its
+``next_boundary``. Nothing here reads a clock or the API.
 
 Phase, first match wins:
 
@@ -25,12 +29,24 @@ its phase follows the schedule alone. ``Invalid`` also covers a window that brea
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from controller.model import crds
 from controller.policy import approvals, index, limits, schedules
+
+EventType = Literal["Normal", "Warning"]
+
+# Reasons of the Events a status change raises on its window.
+APPROVED = "Approved"
+APPROVAL_STALE = "ApprovalStale"
+OPENED = "Opened"
+CLOSED = "Closed"
+EXPIRED = "Expired"
+EMERGENCY_OPENED = "EmergencyOpened"
+
+_OPEN_PHASES = frozenset({"Active", "ReviewRequired"})
 
 
 @dataclass(frozen=True)
@@ -71,16 +87,20 @@ def window_status(
     snapshot: index.Snapshot,
     now: datetime.datetime,
 ) -> WindowStatus:
-    spec_hash = approvals.spec_hash(raw_spec)
+    compiled = snapshot.compiled_windows.get(window.metadata.name)
+    if compiled is not None and compiled.window is not window:
+        compiled = None  # another version of the window than the snapshot's
+    # The snapshot's compiled window has the hash and the timeline already (the operator's
+    # case); the CLI's windows are read afresh and get both computed here.
+    spec_hash = compiled.spec_hash if compiled is not None else approvals.spec_hash(raw_spec)
     policies = snapshot.policies_for_window(window)
     states = approvals.approval_states(
         window, current_hash=spec_hash, policies=[p.policy for p in policies]
     )
     state = approvals.least_approved(states)
 
-    compiled = snapshot.compiled_windows.get(window.metadata.name)
     timeline: schedules.Timeline | index.CachedTimeline
-    if compiled is not None and compiled.window is window:
+    if compiled is not None:
         timeline = compiled.timeline
     else:
         timeline = schedules.from_schedule(window.spec.schedule)
@@ -241,13 +261,14 @@ def _condition(
     reason: str,
     message: str,
 ) -> crds.Condition:
-    """A condition whose lastTransitionTime moves only when its status flips."""
+    """A condition whose lastTransitionTime moves only when its status flips (from the
+    window's status as read, e.g. by the CLI; the operator merges with ``merge_conditions``)."""
     status = "True" if ok else "False"
     previous = next((c for c in window.status.conditions if c.type == type_), None)
-    since = (
-        previous.last_transition_time
-        if previous is not None and previous.status == status and previous.last_transition_time
-        else now
+    since = _transition_time(
+        previous=(previous.status, previous.last_transition_time) if previous else None,
+        status=status,
+        now=now,
     )
     return crds.Condition(
         type=type_,
@@ -257,3 +278,287 @@ def _condition(
         last_transition_time=since,
         observed_generation=window.metadata.generation,
     )
+
+
+_T = Any  # a transition time as the status holds it: datetime (model) or str (wire)
+
+
+def _transition_time(*, previous: tuple[Any, _T] | None, status: str, now: _T) -> _T:
+    """The one rule for ``lastTransitionTime``: kept while the condition's status holds."""
+    if previous is not None and previous[0] == status and previous[1]:
+        return previous[1]
+    return now
+
+
+def _timestamp(t: datetime.datetime) -> str:
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- what to write ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A ChangeWindow as the watch last reported it, for the status it has and should have.
+
+    ``errors``: the window does not validate (it is out of the index; its status says why).
+    ``uid`` and ``raw_spec`` let the store tell a status-only event from a change.
+    """
+
+    status: Mapping[str, Any]
+    generation: int | None
+    errors: tuple[tuple[str, str], ...] = ()
+    uid: str | None = None
+    raw_spec: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An Event a status change raises on its window."""
+
+    reason: str
+    type: EventType
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    name: str
+    status: Mapping[str, Any]  # the whole status the window will have
+    patch: Mapping[str, Any]  # the merge patch for the status subresource: {"status": {...}}
+    transitions: tuple[Transition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the last plan knew of a window: its computed status, until when that holds, and
+    the status it was compared with (``seen``) and should have (``desired``)."""
+
+    compiled: index.CompiledWindow | None  # None: invalid (then ``errors``)
+    errors: tuple[tuple[str, str], ...]
+    generation: int | None
+    computed: Mapping[str, Any]
+    boundary: datetime.datetime | None
+    emergency: bool
+    seen: Mapping[str, Any]
+    desired: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMemo:
+    """Handed from one plan to the next: a window whose compiled form, policies and
+    namespaces are the same objects as last time, and whose boundary has not passed, keeps its
+    computed status; a status we wrote stands until the watch reports a newer one."""
+
+    policies: tuple[index.CompiledPolicy, ...] = ()
+    namespaces: Mapping[str, Mapping[str, str]] | None = None
+    known: Mapping[str, _Known] | None = None
+
+    def forget(self, names: Iterable[str]) -> StatusMemo:
+        """This memo without ``names`` (their planned writes were not made)."""
+        dropped = set(names)
+        known = {n: k for n, k in (self.known or {}).items() if n not in dropped}
+        return StatusMemo(policies=self.policies, namespaces=self.namespaces, known=known)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPlan:
+    writes: tuple[StatusWrite, ...]
+    next_boundary: datetime.datetime | None  # the next instant a status changes by time alone
+    phases: Mapping[str, int]  # windows per phase once the writes are made ("" unset)
+    computed: int  # statuses computed in this plan; the others were still current
+    memo: StatusMemo
+
+
+def plan_status_writes(
+    *,
+    snapshot: index.Snapshot,
+    observed: Mapping[str, Observed],
+    now: datetime.datetime,
+    memo: StatusMemo | None = None,
+) -> StatusPlan:
+    """The status writes (and their Events) that bring every observed window up to date.
+
+    ``observed``: every window as last reported (``Store.observed_windows``); a valid one
+    whose version is not in ``snapshot`` yet is left for the plan after the next rebuild.
+    ``memo``: the previous plan's (``StatusPlan.memo``), so that only windows that changed,
+    or whose boundary passed, are computed again -- one event costs its own window, not
+    10,000; a change of policies or namespace labels recomputes all of them.
+    """
+    memo = memo or StatusMemo()
+    policies = tuple(snapshot.compiled_policies.values())
+    same_context = (
+        memo.namespaces is snapshot.namespaces
+        and len(memo.policies) == len(policies)
+        and all(a is b for a, b in zip(memo.policies, policies, strict=True))
+    )
+    previous = memo.known or {}
+    known: dict[str, _Known] = {}
+    writes: list[StatusWrite] = []
+    computed_count = 0
+    for name, obs in observed.items():
+        before = previous.get(name)
+        compiled: index.CompiledWindow | None = None
+        if obs.errors:
+            reusable = (
+                before is not None
+                and before.errors == obs.errors
+                and before.generation == obs.generation
+            )
+        else:
+            compiled = snapshot.compiled_windows.get(name)
+            if compiled is None:
+                continue  # newer than the snapshot: planned after the rebuild it triggers
+            reusable = (
+                same_context
+                and before is not None
+                and before.compiled is compiled
+                and before.generation == obs.generation
+                and (before.boundary is None or now < before.boundary)
+            )
+        if reusable and before is not None:
+            if obs.status is before.seen:
+                known[name] = before  # nothing changed on either side
+                continue
+            computed, boundary, emergency = before.computed, before.boundary, before.emergency
+        else:
+            computed_count += 1
+            if compiled is None:
+                computed, boundary, emergency = invalid_status(obs.errors), None, False
+            else:
+                ws = window_status(
+                    compiled.window, raw_spec=compiled.raw_spec or {}, snapshot=snapshot, now=now
+                )
+                computed, boundary, emergency = (
+                    ws.to_patch()["status"],
+                    ws.next_boundary,
+                    compiled.emergency,
+                )
+        # What the object has: what we last wrote, until the watch reports anything newer.
+        current = before.desired if before is not None and obs.status is before.seen else obs.status
+        desired = desired_status(computed, current=current, generation=obs.generation, now=now)
+        if status_differs(current, desired):
+            # A merge patch: fields that are no longer set must be sent as null to be removed.
+            patch = {**{k: None for k in current if k not in desired}, **desired}
+            writes.append(
+                StatusWrite(
+                    name=name,
+                    status=desired,
+                    patch={"status": patch},
+                    transitions=tuple(transitions(old=current, new=desired, emergency=emergency)),
+                )
+            )
+        else:
+            desired = dict(current)
+        known[name] = _Known(
+            compiled=compiled,
+            errors=obs.errors,
+            generation=obs.generation,
+            computed=computed,
+            boundary=boundary,
+            emergency=emergency,
+            seen=obs.status,
+            desired=desired,
+        )
+    next_boundary = min(
+        (k.boundary for k in known.values() if k.boundary is not None), default=None
+    )
+    phases: dict[str, int] = {}
+    for k in known.values():
+        phase = str(k.desired.get("phase") or "")
+        phases[phase] = phases.get(phase, 0) + 1
+    return StatusPlan(
+        writes=tuple(writes),
+        next_boundary=next_boundary,
+        phases=phases,
+        computed=computed_count,
+        memo=StatusMemo(policies=policies, namespaces=snapshot.namespaces, known=known),
+    )
+
+
+def merge_conditions(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], *, now: datetime.datetime
+) -> list[dict[str, Any]]:
+    """``new`` with ``lastTransitionTime`` kept from ``old`` while a condition's status holds."""
+    previous = {c.get("type"): c for c in old}
+    merged: list[dict[str, Any]] = []
+    for cond in new:
+        out = dict(cond)
+        before = previous.get(out.get("type"))
+        out["lastTransitionTime"] = _transition_time(
+            previous=(before.get("status"), before.get("lastTransitionTime")) if before else None,
+            status=str(out.get("status")),
+            now=_timestamp(now),
+        )
+        merged.append(out)
+    return merged
+
+
+def desired_status(
+    computed: Mapping[str, Any],
+    *,
+    current: Mapping[str, Any],
+    generation: int | None,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The status to write: computed fields, stable transition times, observedGeneration."""
+    status = {k: v for k, v in computed.items() if v is not None}
+    status["conditions"] = merge_conditions(
+        current.get("conditions") or [], computed.get("conditions") or [], now=now
+    )
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def invalid_status(errors: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Status of a window that does not validate: phase Invalid and what is wrong."""
+    message = "; ".join(f"{path}: {msg}" for path, msg in errors) or "invalid ChangeWindow"
+    return {
+        "phase": "Invalid",
+        "approved": False,
+        "message": message,
+        "conditions": [
+            {"type": "Valid", "status": "False", "reason": "Invalid", "message": message}
+        ],
+    }
+
+
+def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in status.items() if v is not None}
+    out["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime" and v is not None}
+        for c in status.get("conditions") or []
+    ]
+    return out
+
+
+def status_differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether a status write is needed (transition times alone never force one)."""
+    return _comparable(current) != _comparable(desired)
+
+
+def transitions(
+    *, old: Mapping[str, Any], new: Mapping[str, Any], emergency: bool
+) -> list[Transition]:
+    """The Events raised by moving from status ``old`` to ``new``."""
+    raised: list[Transition] = []
+    old_phase, new_phase = old.get("phase"), new.get("phase")
+    old_ok, new_ok = bool(old.get("approved")), bool(new.get("approved"))
+    message = str(new.get("message") or "")
+    if new_ok and not old_ok:
+        raised.append(Transition(APPROVED, "Normal", f"approved ({new.get('approvals', '')})"))
+    if old_ok and not new_ok:
+        raised.append(Transition(APPROVAL_STALE, "Warning", message or "approvals no longer valid"))
+    if new_phase in _OPEN_PHASES and old_phase not in _OPEN_PHASES:
+        if emergency:
+            raised.append(
+                Transition(EMERGENCY_OPENED, "Warning", message or "emergency window opened")
+            )
+        else:
+            raised.append(Transition(OPENED, "Normal", message or "window opened"))
+    if old_phase in _OPEN_PHASES and new_phase not in _OPEN_PHASES and new_phase != "Expired":
+        raised.append(Transition(CLOSED, "Normal", message or "window closed"))
+    if new_phase == "Expired" and old_phase not in (None, "Expired"):
+        raised.append(Transition(EXPIRED, "Normal", message or "window expired"))
+    return raised

@@ -1,120 +1,16 @@
-"""ChangeWindow status writes and transition Events; the Lease rule; resync of vanished objects."""
+"""The Lease rule; resync of vanished objects; the reconciler's wake-ups."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-from typing import Any
 
 import pytest
 
 from controller import store as stores
-from controller.operator import handlers, leader, windows
+from controller.operator import handlers, leader
 
 T0 = datetime.datetime(2026, 12, 1, 13, 0, tzinfo=datetime.UTC)
-
-
-def cond(type_: str, status: str, ltt: str | None = None) -> dict[str, Any]:
-    c: dict[str, Any] = {"type": type_, "status": status, "reason": "R", "message": ""}
-    if ltt:
-        c["lastTransitionTime"] = ltt
-    return c
-
-
-def test_transition_time_is_kept_while_the_status_holds() -> None:
-    merged = windows.merge_conditions(
-        [
-            cond("Approved", "True", "2026-11-01T00:00:00Z"),
-            cond("Active", "False", "2026-11-01T00:00:00Z"),
-        ],
-        [cond("Approved", "True", "2026-12-01T13:00:00Z"), cond("Active", "True")],
-        now=T0,
-    )
-    assert merged[0]["lastTransitionTime"] == "2026-11-01T00:00:00Z"
-    assert merged[1]["lastTransitionTime"] == "2026-12-01T13:00:00Z"
-
-
-def test_unchanged_status_is_not_rewritten() -> None:
-    current = {"phase": "Active", "approved": True, "conditions": [cond("Approved", "True", "x")]}
-    computed = {
-        "phase": "Active",
-        "approved": True,
-        "conditions": [cond("Approved", "True", "y")],
-        "nextOpen": None,
-    }
-    desired = windows.desired_status(computed, current=current, generation=None, now=T0)
-    assert not windows.status_differs(current, desired)
-
-
-def test_generation_change_is_a_status_change() -> None:
-    current = {"phase": "Active", "observedGeneration": 1, "conditions": []}
-    desired = windows.desired_status(
-        {"phase": "Active", "conditions": []}, current=current, generation=2, now=T0
-    )
-    assert desired["observedGeneration"] == 2
-    assert windows.status_differs(current, desired)
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "emergency", "reasons"),
-    [
-        ({}, {"phase": "PendingApproval"}, False, []),
-        (
-            {"phase": "PendingApproval"},
-            {"phase": "Scheduled", "approved": True},
-            False,
-            ["Approved"],
-        ),
-        (
-            {"phase": "Scheduled", "approved": True},
-            {"phase": "Active", "approved": True},
-            False,
-            ["Opened"],
-        ),
-        (
-            {"phase": "Active", "approved": True},
-            {"phase": "Scheduled", "approved": True},
-            False,
-            ["Closed"],
-        ),
-        (
-            {"phase": "Active", "approved": True},
-            {"phase": "Expired", "approved": True},
-            False,
-            ["Expired"],
-        ),
-        (
-            {"phase": "Active", "approved": True},
-            {"phase": "PendingApproval", "approved": False},
-            False,
-            ["ApprovalStale", "Closed"],
-        ),
-        ({}, {"phase": "ReviewRequired"}, True, ["EmergencyOpened"]),
-        ({"phase": "ReviewRequired"}, {"phase": "Active", "approved": True}, True, ["Approved"]),
-        ({}, {"phase": "Expired"}, False, []),
-    ],
-    ids=[
-        "created",
-        "approved",
-        "opened",
-        "closed",
-        "expired",
-        "stale-while-open",
-        "emergency",
-        "emergency-reviewed",
-        "created-expired",
-    ],
-)
-def test_transition_events(
-    old: dict[str, Any], new: dict[str, Any], emergency: bool, reasons: list[str]
-) -> None:
-    assert [r for r, _, _ in windows.transitions(old=old, new=new, emergency=emergency)] == reasons
-
-
-def test_invalid_window_status_names_the_fields() -> None:
-    status = windows.invalid_status([("spec.schedule.timeZone", "unknown time zone")])
-    assert status["phase"] == "Invalid"
-    assert "spec.schedule.timeZone" in status["message"]
 
 
 @pytest.mark.parametrize(
@@ -198,3 +94,16 @@ async def test_reconciler_is_poked_once_per_new_snapshot_not_per_event() -> None
         assert len(pokes) == 2 and store.published().namespaces == {"a": {"t": "2"}}
     finally:
         task.cancel()
+
+
+async def test_each_event_is_applied_once_by_the_index_handler_and_deletions_by_the_event_one() -> (
+    None
+):
+    store = stores.Store()
+    watches = handlers.Watches(store=store, on_change=lambda kind, event, body: None)
+    policy = {"metadata": {"name": "p"}, "spec": {"match": {"resources": []}}}
+    watches.apply("ChangePolicy", "upsert", policy)  # what the index handler does
+    await watches.on_event("ChangePolicy", {"type": "MODIFIED", "object": policy})
+    assert store.validated["ChangePolicy"] == 1
+    await watches.on_event("ChangePolicy", {"type": "DELETED", "object": policy})
+    assert "p" not in store.snapshot().policies

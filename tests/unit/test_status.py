@@ -1,4 +1,4 @@
-"""ChangeWindow status as a pure function of (window, raw spec, snapshot, now)."""
+"""ChangeWindow status: the rules, and the writes planned over a snapshot (pure functions)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from controller import store
 from controller.model import crds
 from controller.policy import approvals, index, status
 
@@ -217,3 +218,255 @@ def test_a_window_beyond_its_policy_limits_is_invalid() -> None:
     st = status_of(raw_spec(), DURING, approved_by=("bob",), policies=[limited])
     assert st.phase is crds.Phase.INVALID
     assert "windowLimits of policy payments-prod" in st.message
+
+
+def cond(type_: str, status: str, ltt: str | None = None) -> dict[str, Any]:
+    c: dict[str, Any] = {"type": type_, "status": status, "reason": "R", "message": ""}
+    if ltt:
+        c["lastTransitionTime"] = ltt
+    return c
+
+
+def test_transition_time_is_kept_while_the_status_holds() -> None:
+    merged = status.merge_conditions(
+        [
+            cond("Approved", "True", "2026-11-01T00:00:00Z"),
+            cond("Active", "False", "2026-11-01T00:00:00Z"),
+        ],
+        [cond("Approved", "True", "2026-12-01T13:00:00Z"), cond("Active", "True")],
+        now=START,
+    )
+    assert merged[0]["lastTransitionTime"] == "2026-11-01T00:00:00Z"
+    assert merged[1]["lastTransitionTime"] == "2026-12-01T13:00:00Z"
+
+
+def test_unchanged_status_is_not_rewritten() -> None:
+    current = {"phase": "Active", "approved": True, "conditions": [cond("Approved", "True", "x")]}
+    computed = {
+        "phase": "Active",
+        "approved": True,
+        "conditions": [cond("Approved", "True", "y")],
+        "nextOpen": None,
+    }
+    desired = status.desired_status(computed, current=current, generation=None, now=START)
+    assert not status.status_differs(current, desired)
+
+
+def test_generation_change_is_a_status_change() -> None:
+    current = {"phase": "Active", "observedGeneration": 1, "conditions": []}
+    desired = status.desired_status(
+        {"phase": "Active", "conditions": []}, current=current, generation=2, now=START
+    )
+    assert desired["observedGeneration"] == 2
+    assert status.status_differs(current, desired)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "emergency", "reasons"),
+    [
+        ({}, {"phase": "PendingApproval"}, False, []),
+        (
+            {"phase": "PendingApproval"},
+            {"phase": "Scheduled", "approved": True},
+            False,
+            ["Approved"],
+        ),
+        (
+            {"phase": "Scheduled", "approved": True},
+            {"phase": "Active", "approved": True},
+            False,
+            ["Opened"],
+        ),
+        (
+            {"phase": "Active", "approved": True},
+            {"phase": "Scheduled", "approved": True},
+            False,
+            ["Closed"],
+        ),
+        (
+            {"phase": "Active", "approved": True},
+            {"phase": "Expired", "approved": True},
+            False,
+            ["Expired"],
+        ),
+        (
+            {"phase": "Active", "approved": True},
+            {"phase": "PendingApproval", "approved": False},
+            False,
+            ["ApprovalStale", "Closed"],
+        ),
+        ({}, {"phase": "ReviewRequired"}, True, ["EmergencyOpened"]),
+        ({"phase": "ReviewRequired"}, {"phase": "Active", "approved": True}, True, ["Approved"]),
+        ({}, {"phase": "Expired"}, False, []),
+    ],
+    ids=[
+        "created",
+        "approved",
+        "opened",
+        "closed",
+        "expired",
+        "stale-while-open",
+        "emergency",
+        "emergency-reviewed",
+        "created-expired",
+    ],
+)
+def test_transition_events(
+    old: dict[str, Any], new: dict[str, Any], emergency: bool, reasons: list[str]
+) -> None:
+    assert [t.reason for t in status.transitions(old=old, new=new, emergency=emergency)] == reasons
+
+
+def test_invalid_window_status_names_the_fields() -> None:
+    invalid = status.invalid_status([("spec.schedule.timeZone", "unknown time zone")])
+    assert invalid["phase"] == "Invalid"
+    assert "spec.schedule.timeZone" in invalid["message"]
+
+
+# -- planning the writes over a snapshot ---------------------------------------------------------
+
+EARLY = START - dt.timedelta(hours=2)
+IDENTITY = {"metadata": {"name": "oncall"}, "spec": {"subjects": [{"kind": "User", "name": "a"}]}}
+
+
+def fed_store(*names: str) -> store.Store:
+    """A store fed like the operator feeds it: a policy needing no approval, windows."""
+    s = store.Store()
+    s.apply(
+        "ChangePolicy",
+        "upsert",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"match": {"resources": [RULE]}, "approval": {"required": 0}},
+        },
+    )
+    s.apply("AuthorizedIdentity", "upsert", IDENTITY)
+    for name in names:
+        s.apply("ChangeWindow", "upsert", window_event(name))
+    return s
+
+
+def window_event(name: str, status_: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
+        "spec": raw_spec(**spec),
+    }
+    if status_ is not None:
+        body["status"] = status_
+    return body
+
+
+def plan(s: store.Store, now: dt.datetime, memo: status.StatusMemo | None) -> status.StatusPlan:
+    return status.plan_status_writes(
+        snapshot=s.snapshot(), observed=s.observed_windows(), now=now, memo=memo
+    )
+
+
+def report_writes(s: store.Store, p: status.StatusPlan) -> None:
+    """The watch reports each write back (a status-only event)."""
+    for w in p.writes:
+        s.apply("ChangeWindow", "upsert", window_event(w.name, dict(w.status)))
+
+
+def test_plan_writes_each_new_window_once_and_nothing_until_something_changes() -> None:
+    s = fed_store("w1", "w2")
+    first = plan(s, EARLY, None)
+    assert {w.name: w.status["phase"] for w in first.writes} == {
+        "w1": "Scheduled",
+        "w2": "Scheduled",
+    }
+    assert first.computed == 2 and first.next_boundary == START
+    assert first.phases == {"Scheduled": 2}
+    # Before the watch reports the writes back, and after: nothing to write, nothing computed.
+    second = plan(s, EARLY, first.memo)
+    assert (second.writes, second.computed) == ((), 0)
+    report_writes(s, first)
+    third = plan(s, EARLY, second.memo)
+    assert (third.writes, third.computed) == ((), 0)
+
+
+def test_a_status_only_event_neither_validates_again_nor_rebuilds_the_snapshot() -> None:
+    s = fed_store("w1")
+    snap = s.snapshot()
+    validated = s.validated["ChangeWindow"]
+    s.apply("ChangeWindow", "upsert", window_event("w1", {"phase": "Scheduled"}))
+    assert s.snapshot() is snap and s.validated["ChangeWindow"] == validated
+    assert s.observed_windows()["w1"].status == {"phase": "Scheduled"}
+    s.apply("ChangeWindow", "upsert", window_event("w1", {"phase": "Scheduled"}, ticket="CHG-2"))
+    assert s.snapshot() is not snap and s.validated["ChangeWindow"] == validated + 1
+
+
+def test_plan_computes_only_the_windows_that_changed() -> None:
+    s = fed_store("w1", "w2", "w3")
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    s.apply(
+        "ChangeWindow", "upsert", window_event("w2", dict(first.writes[1].status), ticket="CHG-9")
+    )
+    timelines = index.CachedTimeline.compiled
+    second = plan(s, EARLY, first.memo)
+    assert second.computed == 1
+    assert index.CachedTimeline.compiled == timelines + 1  # the changed window's timeline only
+    # Same schedule and phase; the new specHash is written, and raises no Event.
+    assert [(w.name, w.transitions) for w in second.writes] == [("w2", ())]
+
+
+def test_a_policy_change_recomputes_every_window() -> None:
+    s = fed_store("w1", "w2")
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    s.apply(
+        "ChangePolicy",
+        "upsert",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"match": {"resources": [RULE]}, "approval": {"required": 1}},
+        },
+    )
+    second = plan(s, EARLY, first.memo)
+    assert second.computed == 2
+    assert {w.name: w.status["phase"] for w in second.writes} == {
+        "w1": "PendingApproval",
+        "w2": "PendingApproval",
+    }
+
+
+def test_a_boundary_passing_recomputes_the_window_and_raises_its_event() -> None:
+    s = fed_store("w1")
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    opened = plan(s, DURING, first.memo)
+    assert opened.computed == 1
+    [write] = opened.writes
+    assert write.status["phase"] == "Active"
+    assert [t.reason for t in write.transitions] == [status.OPENED]
+    assert opened.next_boundary == END
+
+
+def test_a_status_someone_else_changed_is_restored() -> None:
+    s = fed_store("w1")
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    s.apply("ChangeWindow", "upsert", window_event("w1", {"phase": "Active", "approved": True}))
+    second = plan(s, EARLY, first.memo)
+    [write] = second.writes
+    assert write.status["phase"] == "Scheduled"
+    assert write.patch["status"]["phase"] == "Scheduled"
+
+
+def test_an_invalid_window_gets_the_invalid_status_with_its_fields() -> None:
+    s = fed_store()
+    body = window_event("bad")
+    body["spec"]["schedule"] = {"cron": "not a cron", "duration": "1h", "timeZone": "UTC"}
+    assert s.apply("ChangeWindow", "upsert", body)
+    [write] = plan(s, EARLY, None).writes
+    assert write.status["phase"] == "Invalid"
+    assert "spec.schedule" in write.status["message"]
+    assert write.status["observedGeneration"] == 1
+
+
+def test_writes_that_were_not_made_are_planned_again() -> None:
+    s = fed_store("w1")
+    first = plan(s, EARLY, None)
+    again = plan(s, EARLY, first.memo.forget(["w1"]))
+    assert [w.name for w in again.writes] == ["w1"]
