@@ -18,13 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from controller.devcluster import assets, cluster, local
+from controller.model import crds
 from demo import play, story
 
 ROOT = assets.repo_root()
-
-
-def _rfc3339(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cp=cp,
                 values=play.values_for(
                     cp,
-                    now_rfc3339=_rfc3339(now),
-                    start=_rfc3339(now - datetime.timedelta(minutes=1)),
-                    end=_rfc3339(now + datetime.timedelta(hours=2)),
+                    now_rfc3339=crds.rfc3339(now),
+                    start=crds.rfc3339(now - datetime.timedelta(minutes=1)),
+                    end=crds.rfc3339(now + datetime.timedelta(hours=2)),
                 ),
             )
             player.play()

@@ -136,10 +136,7 @@ def cmd_approve(c: context.Ctx) -> int:
     entry: dict[str, Any] = {
         "approver": user,
         "specHash": current,
-        "approvedAt": c.now.astimezone(datetime.UTC)
-        .replace(microsecond=0)
-        .isoformat()
-        .replace("+00:00", "Z"),
+        "approvedAt": crds.rfc3339(c.now),
         "policies": list(under),
     }
     if namespaces is not None:

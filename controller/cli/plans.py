@@ -103,10 +103,7 @@ def cmd_emergency(c: context.Ctx) -> int:
     else:
         rules = [dict(bodies.ALL_RESOURCES)]
     start = c.now.astimezone(datetime.UTC).replace(microsecond=0)
-    schedule = {
-        "start": start.isoformat().replace("+00:00", "Z"),
-        "end": (start + length).isoformat().replace("+00:00", "Z"),
-    }
+    schedule = {"start": crds.rfc3339(start), "end": crds.rfc3339(start + length)}
     body = bodies.window_body(
         name=a.name_window,
         ticket=a.ticket,

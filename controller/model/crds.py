@@ -83,6 +83,13 @@ def format_duration(td: datetime.timedelta) -> str:
     return out or "0s"
 
 
+def rfc3339(t: datetime.datetime) -> str:
+    """The one way changegate writes an instant: UTC, whole seconds, ``Z``
+    (``2026-12-01T13:00:00Z``) -- in approvals, emergency schedules, Events, status and what
+    trackers sign."""
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _check_zone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)

@@ -46,9 +46,8 @@ DOMAIN = b"changegate.io/approval/v1\n"
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
-def timestamp(t: datetime.datetime) -> str:
-    """The canonical form of a time in what is signed: UTC, whole seconds, ``Z``."""
-    return t.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+timestamp = crds.rfc3339
+"""The canonical form of a time in what is signed: UTC, whole seconds, ``Z``."""
 
 
 def payload(
