@@ -5,8 +5,9 @@ paths with ``allowed: true``, keeps aiohttp's 1 MiB body limit and makes self-si
 certificates through oscrypto (broken on OpenSSL 3).
 
 The request path is: refuse compressed bodies -> wait for room in the memory budget
-(``budget.Gate``) -> read body -> ``codec.parse_review`` -> ``decide.request_from_review`` ->
-``decide.decide`` against the store's current snapshot -> ``responses.build_response``. It runs
+(``budget.Gate``) -> read body -> ``codec.parse_review`` (decoded and schema-checked in one
+pass) -> ``decide.request_from_review`` -> ``decide.decide`` against the store's current
+snapshot -> ``responses.build_response``, encoded to bytes in one step. It runs
 on the event loop thread: a decision is ~100 µs of pure computation on an immutable snapshot,
 cheaper than a hop to a thread pool, and it never calls the Kubernetes API -- everything a
 decision needs is already in the index the operator keeps. Large reviews are parsed on a
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from aiohttp import hdrs, web
 
 from controller import store as stores
@@ -57,6 +59,9 @@ NAMESPACE_READ_SECONDS: Final = 2.0
 METRICS: Final = web.AppKey("changegate_metrics", metrics_mod.Metrics)
 #: The app's memory budget for review bodies (what is in flight, for tests and metrics).
 GATE: Final = web.AppKey("changegate_gate", budget.Gate)
+
+
+_encode_json: Final = msgspec.json.Encoder().encode
 
 
 def utcnow() -> datetime.datetime:
@@ -215,7 +220,9 @@ class _Routes:
         self.metrics.observe_decision(decision=decision, dry_run=request.dry_run, seconds=latency)
         decisionlog.emit(request=request, decision=decision, now=now, latency_s=latency)
         self._notify(request, decision)
-        return web.json_response(answer)
+        # Encoded straight to bytes (aiohttp's json_response goes through json.dumps to str
+        # and then encodes that: twice the work on every answer).
+        return web.Response(body=_encode_json(answer), content_type="application/json")
 
     async def _namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
         """The namespace's labels from the API server, or None (keep the UnknownNamespace

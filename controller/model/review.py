@@ -7,14 +7,19 @@ Only the wire names count: the request models do not read their Python field nam
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
+from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 
-class _In(BaseModel):
-    """What the API server sends: read by wire (camelCase) names only.
+class _In(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """What the API server sends: read by wire (camelCase) names only, unknown keys ignored.
+
+    msgspec structs rather than pydantic models: the admission server decodes every review
+    body straight into these (``codec.parse_review``), schema-checked in one pass over the
+    bytes -- the only parser a review byte meets -- at a fraction of pydantic's cost.
 
     A Python field name in a review (``sub_resource``, ``old_object``) is just an unknown key,
     ignored like any field a later Kubernetes adds. Accepting it too let a review posted
@@ -22,32 +27,28 @@ class _In(BaseModel):
     ``oldObject`` that makes an UPDATE look like a bookkeeping no-op.
     """
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="ignore"
-    )
 
-
-class GroupVersionKind(_In):
+class GroupVersionKind(_In, kw_only=True, frozen=True):
     group: str = ""
     version: str
     kind: str
 
 
-class GroupVersionResource(_In):
+class GroupVersionResource(_In, kw_only=True, frozen=True):
     group: str = ""
     version: str
     resource: str
 
 
-class UserInfo(_In):
+class UserInfo(_In, kw_only=True, frozen=True):
     username: str = ""
     uid: str | None = None
-    groups: list[str] = Field(default_factory=list)
-    extra: dict[str, list[str]] = Field(default_factory=dict)
+    groups: list[str] = msgspec.field(default_factory=list)
+    extra: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
 
-class AdmissionRequest(_In):
-    uid: str = Field(min_length=1)
+class AdmissionRequest(_In, kw_only=True, frozen=True):
+    uid: Annotated[str, msgspec.Meta(min_length=1)]
     kind: GroupVersionKind
     resource: GroupVersionResource
     sub_resource: str = ""
@@ -64,7 +65,7 @@ class AdmissionRequest(_In):
     options: dict[str, Any] | None = None
 
 
-class AdmissionReview(_In):
+class AdmissionReview(_In, kw_only=True, frozen=True):
     api_version: Literal["admission.k8s.io/v1"]
     kind: Literal["AdmissionReview"]
     request: AdmissionRequest
