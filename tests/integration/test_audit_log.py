@@ -36,7 +36,6 @@ from test_e2e_admission import (
     World,
     admitted,
     denied,
-    eventually,
 )
 
 from controller.devcluster import cluster
@@ -77,7 +76,7 @@ def find(cp: cluster.ControlPlane, *, ns: str, name: str, verb: str = "create") 
         assert len(found) == 1, f"{len(found)} events for {verb} {ns}/{name}"
         return found[0]
 
-    return eventually(written, what=f"audit event for {verb} {ns}/{name}")
+    return e2e_helpers.eventually(written)  # the audit event for verb ns/name
 
 
 def changegate(event: dict[str, Any]) -> dict[str, str]:
@@ -144,7 +143,7 @@ def story(controlplane: cluster.ControlPlane, running: e2e_helpers.Changegate) -
 
     enforce = World(controlplane, f"audit-{suffix}").setup()
     enforce.approved_window(f"{enforce.ns}-w")
-    eventually(lambda: admitted(enforce.configmap("inside", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(enforce.configmap("inside", who=ALICE)))
     denied(enforce.configmap("carols", who=CAROL))
     admitted(enforce.configmap("dry", who=ALICE, dry_run=True))
     now = datetime.datetime.now(datetime.UTC)
@@ -155,7 +154,7 @@ def story(controlplane: cluster.ControlPlane, running: e2e_helpers.Changegate) -
         emergency="INC-9 checkout down",
     )
     admitted(enforce.create(incident, who=OPS))
-    eventually(lambda: admitted(enforce.configmap("fix", who=OPS)))
+    e2e_helpers.eventually(lambda: admitted(enforce.configmap("fix", who=OPS)))
 
     # Work hours two to three hours from now, every day: now is outside them.
     hours = {
@@ -179,7 +178,7 @@ def story(controlplane: cluster.ControlPlane, running: e2e_helpers.Changegate) -
         out = admitted(warn.configmap("late", who=ALICE))
         assert "work hours" in out.stderr, out.stderr
 
-    eventually(late)
+    e2e_helpers.eventually(late)
     admitted(warn.configmap("warned", who=CAROL))
     return Story(enforce=enforce, warn=warn, since=since)
 
@@ -343,7 +342,7 @@ def test_deleted_window_keeps_its_full_record(
     body = e.window(name)
     patch = json.dumps({"spec": {"description": "e2e edited"}})
     admitted(e.kubectl("patch", "changewindow", name, "--type=merge", "-p", patch, who=ALICE))
-    eventually(lambda: _hash_changed(e, name, body))
+    e2e_helpers.eventually(lambda: _hash_changed(e, name, body))
     admitted(e.approve(name))
     admitted(e.kubectl("delete", "changewindow", name))
     assert "NotFound" in e.kubectl("get", "changewindow", name).stderr
@@ -408,4 +407,4 @@ def test_change_made_while_the_webhook_configuration_was_gone_is_a_gap(
     ]
     assert deletions, doc["changeControl"]
     # And changegate is back: the same change is denied again.
-    eventually(lambda: denied(e.configmap("after", who=CAROL)))
+    e2e_helpers.eventually(lambda: denied(e.configmap("after", who=CAROL)))

@@ -18,16 +18,16 @@ import datetime
 import json
 import ssl
 import subprocess
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import e2e_helpers
 import pytest
 
 from controller.devcluster import cluster
+from controller.model import crds
 from controller.policy import decide
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,6 @@ DAVE = ("dave@example.com", (DEVELOPERS,))  # not an approver
 SELF_APPROVER = ("alice@example.com", (DEVELOPERS, APPROVERS))
 OPS = ("ops@example.com", (DEVELOPERS, SRE))  # break-glass
 
-T = TypeVar("T")
 
 RBAC = [
     {
@@ -102,22 +101,6 @@ CONTROLLED: list[dict[str, Any]] = [
     },
     {"apiGroups": [""], "resources": ["pods/exec"], "operations": ["CONNECT"]},
 ]
-
-
-def eventually(check: Callable[[], T], *, timeout: float = 20.0, what: str = "") -> T:
-    """Retry ``check`` until it returns without AssertionError (watches take a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.25)
-
-
-def iso(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -216,7 +199,7 @@ class World:
                     "resources": CONTROLLED,
                 }
             ],
-            "schedule": {"start": iso(span[0]), "end": iso(span[1])},
+            "schedule": {"start": crds.rfc3339(span[0]), "end": crds.rfc3339(span[1])},
         }
         if emergency:
             spec["emergency"] = {"reason": emergency, "policies": [self.policy]}
@@ -247,7 +230,7 @@ class World:
             assert status.get("observedGeneration") == body["metadata"]["generation"]
             return str(status["specHash"])
 
-        return eventually(published, what="status.specHash")
+        return e2e_helpers.eventually(published)
 
     def approve(
         self, name: str, *, who: tuple[str, tuple[str, ...]] = BOB, approver: str | None = None
@@ -258,7 +241,7 @@ class World:
             {
                 "approver": approver or who[0],
                 "specHash": self.spec_hash(name),
-                "approvedAt": iso(datetime.datetime.now(datetime.UTC)),
+                "approvedAt": crds.rfc3339(datetime.datetime.now(datetime.UTC)),
                 "policies": [self.policy],
             }
         )
@@ -277,7 +260,7 @@ class World:
             out = self.configmap("probe", who=None, dry_run=True)
             assert "changegate" in out.stderr, out.stderr
 
-        eventually(gated, what="policy in force")
+        e2e_helpers.eventually(gated)
 
     def setup(
         self, *, policy: dict[str, Any] | None = None, identity: dict[str, Any] | None = None
@@ -325,7 +308,7 @@ def test_change_inside_an_approved_window_is_admitted(world: World) -> None:
     world.setup()
     name = f"{world.ns}-w"
     world.approved_window(name)
-    eventually(lambda: admitted(world.configmap("inside", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("inside", who=ALICE)))
 
     def active_with_events() -> None:
         status = world.window(name)["status"]
@@ -342,13 +325,13 @@ def test_change_inside_an_approved_window_is_admitted(world: World) -> None:
         reasons = {e["reason"] for e in json.loads(out.stdout)["items"]}
         assert {"Approved", "Opened"} <= reasons, reasons
 
-    eventually(active_with_events)
+    e2e_helpers.eventually(active_with_events)
 
 
 def test_change_outside_the_window_is_denied_with_the_next_opening(world: World) -> None:
     world.setup()
     world.approved_window(f"{world.ns}-w", span=TOMORROW)
-    message = eventually(
+    message = e2e_helpers.eventually(
         lambda: _assert_contains(denied(world.configmap("early", who=ALICE)), "opens")
     )
     assert "CHG-42" in message
@@ -362,7 +345,7 @@ def _assert_contains(text: str, needle: str) -> str:
 def test_requester_not_designated_is_denied(world: World) -> None:
     world.setup()
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: admitted(world.configmap("ok", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("ok", who=ALICE)))
     message = denied(world.configmap("carols", who=CAROL))
     assert "not designated" in message
 
@@ -387,7 +370,7 @@ def test_repeated_denials_are_one_change_denied_event(world: World) -> None:
         assert items[0]["type"] == "Warning"
         assert "changegate denied" in items[0]["message"]
 
-    eventually(one_event)
+    e2e_helpers.eventually(one_event)
 
 
 def test_change_outside_work_hours_is_denied(world: World) -> None:
@@ -398,7 +381,7 @@ def test_change_outside_work_hours_is_denied(world: World) -> None:
     hours = {"timeZone": "UTC", "weekly": [{"days": days, "start": start, "end": end}]}
     world.setup(identity=world.make_identity(work_hours=hours))
     world.approved_window(f"{world.ns}-w")
-    message = eventually(
+    message = e2e_helpers.eventually(
         lambda: _assert_contains(denied(world.configmap("late", who=ALICE)), "work hours")
     )
     assert ALICE[0] in message
@@ -411,14 +394,19 @@ def test_change_inside_work_hours_is_admitted(world: World) -> None:
     hours = {"timeZone": "UTC", "weekly": [{"days": days, "start": start, "end": end}]}
     world.setup(identity=world.make_identity(work_hours=hours))
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: admitted(world.configmap("ontime", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("ontime", who=ALICE)))
 
 
 def test_blackout_denies_even_inside_an_approved_window(world: World) -> None:
-    blackout = {"name": "e2e-freeze", "schedule": {"start": iso(OPEN[0]), "end": iso(OPEN[1])}}
+    blackout = {
+        "name": "e2e-freeze",
+        "schedule": {"start": crds.rfc3339(OPEN[0]), "end": crds.rfc3339(OPEN[1])},
+    }
     world.setup(policy=world.make_policy(blackouts=[blackout]))
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: _assert_contains(denied(world.configmap("frozen", who=ALICE)), "e2e-freeze"))
+    e2e_helpers.eventually(
+        lambda: _assert_contains(denied(world.configmap("frozen", who=ALICE)), "e2e-freeze")
+    )
 
 
 def test_window_without_approval_does_not_admit(world: World) -> None:
@@ -449,16 +437,16 @@ def test_spec_edit_after_approval_makes_the_approval_stale(world: World) -> None
     world.setup()
     name = f"{world.ns}-w"
     world.approved_window(name)
-    eventually(lambda: admitted(world.configmap("before", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("before", who=ALICE)))
     patch = json.dumps({"spec": {"description": "widened scope"}})
     admitted(world.kubectl("patch", "changewindow", name, "--type=merge", "-p", patch, who=ALICE))
-    message = eventually(lambda: denied(world.configmap("after", who=ALICE)))
+    message = e2e_helpers.eventually(lambda: denied(world.configmap("after", who=ALICE)))
     assert "stale" in message
 
     def status_not_approved() -> None:
         assert world.window(name)["status"]["approved"] is False
 
-    eventually(status_not_approved)
+    e2e_helpers.eventually(status_not_approved)
 
 
 # -- break-glass, enforcement modes -------------------------------------------------------------
@@ -474,7 +462,7 @@ def test_emergency_window_admits_and_raises_a_warning_event(world: World) -> Non
         emergency="INC-77 payments down",
     )
     admitted(world.create(window, who=OPS))
-    eventually(lambda: admitted(world.configmap("hotfix", who=OPS)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("hotfix", who=OPS)))
 
     def warning_event() -> None:
         out = world.kubectl(
@@ -485,7 +473,7 @@ def test_emergency_window_admits_and_raises_a_warning_event(world: World) -> Non
         assert items[0]["type"] == "Warning"
         assert items[0]["reportingComponent"] == "changegate.io/changegate"
 
-    eventually(warning_event)
+    e2e_helpers.eventually(warning_event)
 
 
 def test_warn_mode_admits_with_a_warning(world: World) -> None:
@@ -497,7 +485,7 @@ def test_warn_mode_admits_with_a_warning(world: World) -> None:
         out = admitted(world.configmap(f"warned-{uuid.uuid4().hex[:4]}", who=CAROL))
         assert "Warning:" in out.stderr and "changegate" in out.stderr, out.stderr
 
-    eventually(warned)
+    e2e_helpers.eventually(warned)
 
 
 def test_audit_mode_admits_without_a_warning(world: World) -> None:
@@ -505,7 +493,7 @@ def test_audit_mode_admits_without_a_warning(world: World) -> None:
     world.admin_apply(world.make_identity())
     # Warn first, to know the policy is in the index; then Audit, until the warning is gone.
     world.admin_apply(world.make_policy(enforcement="Warn"))
-    eventually(
+    e2e_helpers.eventually(
         lambda: _assert_contains(world.configmap("w", who=CAROL, dry_run=True).stderr, "changegate")
     )
     world.admin_apply(world.make_policy(enforcement="Audit"))
@@ -514,7 +502,7 @@ def test_audit_mode_admits_without_a_warning(world: World) -> None:
         out = admitted(world.configmap("a", who=CAROL, dry_run=True))
         assert "changegate" not in out.stderr, out.stderr
 
-    eventually(silent)
+    e2e_helpers.eventually(silent)
     out = admitted(world.configmap("audited", who=CAROL))
     assert out.stderr == ""
 
@@ -544,7 +532,7 @@ def test_exec_is_gated_as_connect(world: World) -> None:
         assert out.returncode != 0
         assert "changegate" not in out.stderr, out.stderr
 
-    eventually(allowed_by_changegate)
+    e2e_helpers.eventually(allowed_by_changegate)
 
 
 def test_no_op_reapply_is_admitted(world: World) -> None:
@@ -559,7 +547,7 @@ def test_no_op_reapply_is_admitted(world: World) -> None:
         }
     )
     apply = ("apply", "--server-side", "--field-manager=gitops", "-f", "-")
-    eventually(lambda: admitted(world.kubectl(*apply, who=ALICE, input=manifest)))
+    e2e_helpers.eventually(lambda: admitted(world.kubectl(*apply, who=ALICE, input=manifest)))
     # Someone without a window re-applies the same manifest: nothing changes, so admitted...
     admitted(world.kubectl(*apply, who=CAROL, input=manifest))
     admitted(world.kubectl(*apply, who=CAROL, input=manifest))
@@ -572,7 +560,7 @@ def test_server_dry_run_tells_the_truth(world: World) -> None:
     world.setup()
     denied(world.configmap("dry", who=CAROL, dry_run=True))
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: admitted(world.configmap("dry", who=ALICE, dry_run=True)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("dry", who=ALICE, dry_run=True)))
     # A dry run changes nothing.
     assert world.kubectl("get", "configmap", "dry", "-n", world.ns).returncode != 0
 
@@ -592,7 +580,7 @@ def test_status_subresource_writes_are_not_gated(world: World) -> None:
             },
         },
     }
-    eventually(lambda: admitted(world.create(deployment, who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.create(deployment, who=ALICE)))
     patch = json.dumps({"status": {"observedGeneration": 1}})
     admitted(
         world.kubectl(
@@ -638,7 +626,7 @@ def test_policy_added_at_runtime_is_enforced_without_restart(world: World) -> No
     admitted(world.configmap("before", who=CAROL))
     world.admin_apply(world.make_identity())
     world.admin_apply(world.make_policy())
-    eventually(lambda: denied(world.configmap("after", who=CAROL)))
+    e2e_helpers.eventually(lambda: denied(world.configmap("after", who=CAROL)))
 
 
 def test_webhook_down_fails_closed_but_control_plane_still_works(
@@ -646,7 +634,7 @@ def test_webhook_down_fails_closed_but_control_plane_still_works(
 ) -> None:
     world.setup()
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: admitted(world.configmap("up", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("up", who=ALICE)))
     assert changegate.stop() == 0  # SIGTERM is a clean shutdown
     try:
         out = world.configmap("down", who=ALICE)
@@ -655,7 +643,7 @@ def test_webhook_down_fails_closed_but_control_plane_still_works(
         admitted(world.configmap("kcm", who=("system:kube-controller-manager", ())))
     finally:
         changegate.start()
-    eventually(lambda: admitted(world.configmap("back", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("back", who=ALICE)))
 
 
 # -- observability ------------------------------------------------------------------------------
@@ -674,7 +662,7 @@ def test_metrics_count_decisions_and_windows_by_phase(
     world.setup()
     denied(world.configmap("before", who=ALICE))
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: admitted(world.configmap("inside", who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap("inside", who=ALICE)))
 
     def exported() -> None:
         text = _scrape(changegate)
@@ -689,7 +677,7 @@ def test_metrics_count_decisions_and_windows_by_phase(
         assert "changegate_admission_duration_seconds_bucket" in text
         assert "changegate_index_ready 1.0" in text
 
-    eventually(exported)
+    e2e_helpers.eventually(exported)
 
 
 # -- one table of exemptions: the decision's, and the API server's CEL agrees ------------------
@@ -764,4 +752,4 @@ def test_the_webhooks_match_conditions_skip_exactly_the_identities_the_decision_
     def agree() -> None:
         assert reached() == expected
 
-    eventually(agree)
+    e2e_helpers.eventually(agree)

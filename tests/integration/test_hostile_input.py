@@ -28,7 +28,7 @@ from typing import Any
 
 import e2e_helpers
 import pytest
-from test_e2e_admission import ALICE, CAROL, DEVELOPERS, RBAC, World, admitted, denied, eventually
+from test_e2e_admission import ALICE, CAROL, DEVELOPERS, RBAC, World, admitted, denied
 
 from controller.devcluster import cluster
 
@@ -191,7 +191,7 @@ def test_escaped_configmap_near_the_size_limit_changes_inside_an_approved_window
     world.setup()
     world.approved_window(f"{world.ns}-w")
     first, second = "<" * ESCAPED_CHARS, "&>" * (ESCAPED_CHARS // 2)
-    eventually(lambda: admitted(world.put_configmap("create", "big", first, who=ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.put_configmap("create", "big", first, who=ALICE)))
     # The UPDATE's review carries both objects, escaped: ~10.6 MiB.
     admitted(world.put_configmap("replace", "big", second, who=ALICE))
     stored = world.kubectl("get", "configmap", "big", "-n", world.ns, "-o", "json")
@@ -216,14 +216,16 @@ def test_escaped_configmap_near_the_size_limit_is_denied_by_changegate_without_a
 def test_custom_resource_nested_thousands_of_levels_is_decided(world: Hostile) -> None:
     world.setup()
     # Outside any window: denied, with changegate's reason (not a 400 from the webhook).
-    message = eventually(
+    message = e2e_helpers.eventually(
         lambda: denied(world.write("create", world.nest_text("n", leaf="1"), who=ALICE))
     )
     assert "no approved change window" in message
     assert "failed calling webhook" not in message
     # Inside an approved window: created, then changed at its innermost level.
     world.approved_window(f"{world.ns}-w")
-    eventually(lambda: admitted(world.write("create", world.nest_text("n", leaf="1"), who=ALICE)))
+    e2e_helpers.eventually(
+        lambda: admitted(world.write("create", world.nest_text("n", leaf="1"), who=ALICE))
+    )
     admitted(world.write("replace", world.nest_text("n", leaf="2"), who=ALICE))
     # Someone not designated may not change it, however deep the change.
     message = denied(world.write("replace", world.nest_text("n", leaf="3"), who=CAROL))
@@ -313,7 +315,7 @@ def test_review_posted_straight_to_the_port_with_python_names_is_not_admitted(
         assert response["auditAnnotations"]["reason"] != "NotControlled", response
         return response
 
-    response = eventually(decided)
+    response = e2e_helpers.eventually(decided)
     # Read as what it is: an UPDATE of a ConfigMap in a controlled namespace, with no window.
     assert response["allowed"] is False
     assert response["auditAnnotations"]["reason"] == "NoWindow"

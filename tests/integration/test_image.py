@@ -26,40 +26,25 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import e2e_helpers
 import image_helpers
 import pytest
 
 from controller.devcluster import cluster, local
+from controller.model import crds
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 
 ALICE = ("alice@example.com", ("developers",))  # requester, designated
 BOB = ("bob@example.com", ("developers", "change-approvers"))  # approver
 USERS_ROLE = "image-test-users"
 KUBECONFIG_IN_CONTAINER = "/etc/changegate/kubeconfig"
 CONTROLLED = [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE", "UPDATE"]}]
-
-
-def eventually(check: Callable[[], T], *, timeout: float = 30.0) -> T:
-    """Retry ``check`` until it returns without AssertionError (watches take a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.25)
-
-
-def iso(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- the chart's view of the pod ---------------------------------------------------------------
@@ -380,7 +365,7 @@ def test_denies_a_controlled_change_without_a_window_and_admits_it_once_approved
         out = configmap("probe", who=None, dry_run=True)
         assert "changegate denied" in out.stderr, out.stderr
 
-    eventually(controlled)
+    e2e_helpers.eventually(controlled, timeout=30.0)
 
     denied = configmap("settings", who=ALICE)
     assert denied.returncode != 0, denied.stdout
@@ -400,8 +385,8 @@ def test_denies_a_controlled_change_without_a_window_and_admits_it_once_approved
                 "identities": [identity],
                 "targets": [{"namespaces": [ns], "resources": CONTROLLED}],
                 "schedule": {
-                    "start": iso(now - datetime.timedelta(hours=1)),
-                    "end": iso(now + datetime.timedelta(hours=1)),
+                    "start": crds.rfc3339(now - datetime.timedelta(hours=1)),
+                    "end": crds.rfc3339(now + datetime.timedelta(hours=1)),
                 },
             },
         },
@@ -417,8 +402,8 @@ def test_denies_a_controlled_change_without_a_window_and_admits_it_once_approved
 
     approval = {
         "approver": BOB[0],
-        "specHash": eventually(published_hash),
-        "approvedAt": iso(datetime.datetime.now(datetime.UTC)),
+        "specHash": e2e_helpers.eventually(published_hash, timeout=30.0),
+        "approvedAt": crds.rfc3339(datetime.datetime.now(datetime.UTC)),
         "policies": [policy],
     }
     patch = json.dumps({"spec": {"approvals": [approval]}})
@@ -429,7 +414,7 @@ def test_denies_a_controlled_change_without_a_window_and_admits_it_once_approved
         out = configmap("settings", who=ALICE)
         assert out.returncode == 0, out.stderr
 
-    eventually(admitted)
+    e2e_helpers.eventually(admitted, timeout=30.0)
 
 
 def test_stops_cleanly_on_sigterm_within_the_charts_grace_period(

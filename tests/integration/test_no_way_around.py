@@ -24,9 +24,9 @@ import ssl
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import e2e_helpers
 import kubernetes
@@ -35,12 +35,12 @@ import yaml
 
 from controller.cli import main as cli
 from controller.devcluster import cluster
+from controller.model import crds
 from controller.policy import approvals
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 Who = tuple[str, tuple[str, ...]]
 
 ALICE: Who = ("alice@example.com", ("developers",))
@@ -89,21 +89,6 @@ def docs_cluster_roles() -> list[dict[str, Any]]:
             if isinstance(doc, dict) and doc.get("kind") == "ClusterRole":
                 roles.append(doc)
     return roles
-
-
-def eventually(check: Callable[[], T], *, timeout: float = 20.0) -> T:
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout)
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if datetime.datetime.now() > deadline:
-                raise
-        subprocess.run(["sleep", "0.25"], check=False)
-
-
-def iso(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now() -> datetime.datetime:
@@ -249,7 +234,10 @@ class World:
             "requester": requester[0],
             "identities": [self.identity],
             "targets": [target],
-            "schedule": {"start": iso(start), "end": iso(start + datetime.timedelta(hours=hours))},
+            "schedule": {
+                "start": crds.rfc3339(start),
+                "end": crds.rfc3339(start + datetime.timedelta(hours=hours)),
+            },
         }
         if emergency is not None:
             spec["emergency"] = {"reason": "INC-8 ledger down", "policies": emergency}
@@ -290,7 +278,7 @@ class World:
         ]:
             self.apply(p)
         # In force once the admin (who has no window) is denied in a controlled namespace.
-        eventually(
+        e2e_helpers.eventually(
             lambda: denied(
                 self.kubectl(
                     "create",
@@ -317,7 +305,7 @@ class World:
             body = self.body(name)
             assert (body.get("status") or {}).get("specHash") == approvals.spec_hash(body["spec"])
 
-        eventually(check)
+        e2e_helpers.eventually(check)
 
     def approve(self, name: str, who: Who) -> str:
         self.published(name)
@@ -352,7 +340,7 @@ def test_1_an_approval_opens_a_window_only_under_the_approvers_own_policy(world:
     forged = {
         "approver": BOB[0],
         "specHash": approvals.spec_hash(body["spec"]),
-        "approvedAt": iso(now()),
+        "approvedAt": crds.rfc3339(now()),
         "policies": [world.a, world.b],
     }
     patch = [{"op": "add", "path": "/spec/approvals", "value": [forged]}]
@@ -363,13 +351,13 @@ def test_1_an_approval_opens_a_window_only_under_the_approvers_own_policy(world:
 
     said = world.approve(name, BOB)
     assert f"Approving under: {world.a}" in said and f"does not count under {world.b}" in said
-    eventually(lambda: admitted(world.configmap(world.pay, "paid", ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap(world.pay, "paid", ALICE)))
     message = denied(world.configmap(world.ledger, "booked", ALICE))
     assert f"policy {world.b}" in message and "db-approvers" in message
 
     # A db-approver's approval opens it under B too.
     world.approve(name, DAN)
-    eventually(lambda: admitted(world.configmap(world.ledger, "booked", ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap(world.ledger, "booked", ALICE)))
 
 
 # -- 2. break-glass holds per policy --------------------------------------------------------------
@@ -392,7 +380,7 @@ def test_2_break_glass_under_one_policy_does_not_open_another(world: World) -> N
     )
     out = admitted(world.create(honest, who=CAROL))
     assert f"not a break-glass window under {world.b}" in out.stderr
-    eventually(lambda: admitted(world.configmap(world.pay, "hotfix", CAROL)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap(world.pay, "hotfix", CAROL)))
     message = denied(world.configmap(world.ledger, "hotfix", CAROL))
     assert f"policy {world.b}" in message
 
@@ -421,7 +409,7 @@ def test_3_an_approver_cannot_rewrite_the_plan_he_approves(world: World) -> None
                 {
                     "approver": BOB[0],
                     "specHash": hash_of_wider,
-                    "approvedAt": iso(now()),
+                    "approvedAt": crds.rfc3339(now()),
                     "policies": [world.a],
                 }
             ],
@@ -487,7 +475,7 @@ def test_4_relabelling_or_deleting_a_namespace_out_of_a_policy_is_controlled(wor
     rule = {"apiGroups": [""], "resources": ["namespaces"], "operations": ["UPDATE"]}
     admitted(world.create(world.window(name, namespaces=[world.pay], rules=[rule]), who=ALICE))
     world.approve(name, BOB)
-    eventually(
+    e2e_helpers.eventually(
         lambda: admitted(world.kubectl("label", "namespace", world.pay, f"{label}-", who=ALICE))
     )
 
@@ -555,7 +543,7 @@ def test_6_an_approval_never_covers_a_namespace_its_selector_picks_up_later(worl
     admitted(world.create(world.window(name, selector={"matchLabels": {tag: "pay"}}), who=ALICE))
     said = world.approve(name, BOB)
     assert world.pay in said  # bob is shown which namespaces he signs for
-    eventually(lambda: admitted(world.configmap(world.pay, "ok", ALICE)))
+    e2e_helpers.eventually(lambda: admitted(world.configmap(world.pay, "ok", ALICE)))
 
     admitted(world.kubectl("label", "namespace", world.ledger, f"{tag}=pay"))
 
@@ -563,7 +551,7 @@ def test_6_an_approval_never_covers_a_namespace_its_selector_picks_up_later(worl
         message = denied(world.configmap(world.ledger, "grown", ALICE))
         assert f"no approval covers {world.ledger}" in message, message
 
-    eventually(ledger_denied)
+    e2e_helpers.eventually(ledger_denied)
 
 
 # -- 7. paths with the same effect -----------------------------------------------------------------
@@ -656,7 +644,7 @@ def test_7_eviction_debug_resize_and_scale_are_controlled_with_delete_and_update
         )
         assert "changegate" not in out.stderr, out.stderr
 
-    eventually(evicted)
+    e2e_helpers.eventually(evicted)
 
 
 def test_7_a_status_write_that_changes_labels_or_annotations_is_an_update(world: World) -> None:
@@ -810,8 +798,8 @@ def test_13_a_policy_caps_window_length_and_breadth_and_approve_warns(world: Wor
         "cron": "* * * * *",
         "duration": "2h",
         "timeZone": "UTC",
-        "notBefore": iso(now()),
-        "notAfter": iso(now() + datetime.timedelta(days=7)),
+        "notBefore": crds.rfc3339(now()),
+        "notAfter": crds.rfc3339(now() + datetime.timedelta(days=7)),
     }
     refused(world.create(always, who=ALICE), "open without end")
     everything = world.window(

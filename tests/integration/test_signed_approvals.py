@@ -14,7 +14,6 @@ import datetime
 import io
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,17 +90,6 @@ class Tracker:
         return code, out.getvalue(), err.getvalue()
 
 
-def _eventually(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.25)
-
-
 class World:
     def __init__(self, cp: cluster.ControlPlane, tracker: Tracker) -> None:
         self.cp = cp
@@ -158,7 +146,7 @@ class World:
             out = self.configmap("probe", who=None, dry_run=True)
             assert "changegate" in out.stderr, out.stderr
 
-        _eventually(gated)
+        e2e_helpers.eventually(gated)
         return self
 
     def configmap(
@@ -242,7 +230,7 @@ def test_a_plan_approved_in_the_tracker_becomes_an_approved_window(world: World)
         out = world.configmap("after", who=ALICE)
         assert out.returncode == 0, out.stderr
 
-    _eventually(admitted)
+    e2e_helpers.eventually(admitted)
 
 
 def test_the_python_function_signs_with_either_key_and_rotation_keeps_old_approvals(
@@ -263,7 +251,7 @@ def test_the_python_function_signs_with_either_key_and_rotation_keeps_old_approv
     )
     out = world.append(name, entry)
     assert out.returncode == 0, out.stderr
-    _eventually(lambda: _ok(world.configmap("py", who=ALICE)))
+    e2e_helpers.eventually(lambda: _ok(world.configmap("py", who=ALICE)))
 
 
 def _ok(out: subprocess.CompletedProcess[str]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import e2e_helpers
 import kubernetes
@@ -50,21 +51,8 @@ pytestmark = pytest.mark.integration
 NAME = "changegate"
 RESTORE_TIMEOUT = 15.0
 BYPASS = {"matchLabels": {"bypass": "please"}}  # an objectSelector labelled objects escape by
-T = TypeVar("T")
-
-
-def eventually(
-    check: Callable[[], T], *, timeout: float = RESTORE_TIMEOUT, every: float = 0.05
-) -> T:
-    """Retry ``check`` until it returns without AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(every)
+# Polled often: the figures these tests print are restore times.
+eventually = functools.partial(e2e_helpers.eventually, timeout=RESTORE_TIMEOUT, every=0.05)
 
 
 @dataclass
