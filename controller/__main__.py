@@ -7,7 +7,6 @@ Every flag has a ``CHANGEGATE_<FLAG>`` environment variable (``--cert-dir`` ->
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import logging
@@ -156,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(args.log_level)
     if args.command == "run":
-        asyncio.run(runner.run(config_from_args(args)))
+        runner.main(config_from_args(args))
     return 0
 
 
