@@ -15,6 +15,8 @@ from pathlib import Path
 KUBE_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 BINARIES = ("etcd", "kube-apiserver", "kubectl")
+#: What the node mode runs besides containerd (hack/build-node.sh, same pinned version).
+NODE_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler", "pause")
 
 
 class AssetsError(RuntimeError):
@@ -26,8 +28,13 @@ def cache_dir() -> Path:
     return base / "changegate" / "controlplane" / f"{KUBE_VERSION}-etcd-{ETCD_VERSION}"
 
 
-def _complete(d: Path) -> bool:
-    return all(os.access(d / b, os.X_OK) for b in BINARIES)
+def node_cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "changegate" / "node" / KUBE_VERSION
+
+
+def _complete(d: Path, binaries: tuple[str, ...] = BINARIES) -> bool:
+    return all(os.access(d / b, os.X_OK) for b in binaries)
 
 
 def repo_root() -> Path:
@@ -65,3 +72,31 @@ def ensure_binaries(*, build: bool = True) -> Path:
             "see the step named above, or set KUBEBUILDER_ASSETS to prebuilt binaries"
         )
     return d
+
+
+def ensure_node_binaries(*, build: bool = True) -> Path:
+    """The directory holding kubelet, kube-controller-manager, kube-scheduler and pause."""
+    d = node_cache_dir()
+    if _complete(d, NODE_BINARIES):
+        return d
+    if not build:
+        raise AssetsError(f"node binaries not built yet in {d}; run `make node`")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent / f".{d.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, as for the control plane
+        if _complete(d, NODE_BINARIES):
+            return d
+        script = repo_root() / "hack" / "build-node.sh"
+        env = dict(os.environ, KUBE_VERSION=KUBE_VERSION)
+        result = subprocess.run(["nice", "bash", str(script), str(d)], env=env, check=False)
+    if result.returncode != 0 or not _complete(d, NODE_BINARIES):
+        raise AssetsError(f"building the node binaries failed (exit {result.returncode})")
+    return d
+
+
+def ensure_node_tools() -> None:
+    """containerd, runc, the CNI plugins, iptables: installed by hack/install-node-tools.sh."""
+    script = repo_root() / "hack" / "install-node-tools.sh"
+    result = subprocess.run(["bash", str(script)], check=False)
+    if result.returncode != 0:
+        raise AssetsError(f"installing the node's tools failed (exit {result.returncode})")

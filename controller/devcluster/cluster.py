@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import kubernetes.client
@@ -125,10 +125,25 @@ class ControlPlane:
         if self.bin_dir is None:
             self.bin_dir = assets.ensure_binaries()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        pki_dir = self._write_pki()
+        try:
+            self._start_etcd()
+            self._start_apiserver(pki_dir)
+            self._write_admin_kubeconfig()
+            self._wait_ready(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _serving_hosts(self) -> list[str]:
+        """The names and addresses in the API server's serving certificate."""
+        return ["127.0.0.1", "localhost"]
+
+    def _write_pki(self) -> Path:
         pki_dir = self.workdir / "pki"
         pki_dir.mkdir(exist_ok=True)
         self.ca = pki.make_ca(common_name="changegate-local-ca")
-        serving = pki.make_serving_cert(ca=self.ca, hosts=["127.0.0.1", "localhost"])
+        serving = pki.make_serving_cert(ca=self.ca, hosts=self._serving_hosts())
         sa_key = pki.make_rsa_key_pem()
         files = {
             "ca.crt": self.ca.cert_pem,
@@ -140,17 +155,15 @@ class ControlPlane:
         for name, data in files.items():
             (pki_dir / name).write_bytes(data)
             (pki_dir / name).chmod(0o600)
+        return pki_dir
 
-        try:
-            self._start_etcd()
-            self._start_apiserver(pki_dir)
-            self._write_admin_kubeconfig()
-            self._wait_ready(timeout=timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _spawn(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        preexec: Callable[[], None] = _die_with_parent,
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         proc = subprocess.Popen(
@@ -158,7 +171,7 @@ class ControlPlane:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=preexec,
             # Own process group: a Ctrl-C meant for the demo or pytest must not reach etcd
             # first; stop() shuts things down in order (changegate, API server, etcd).
             start_new_session=True,
@@ -189,43 +202,44 @@ class ControlPlane:
         )
 
     def _start_apiserver(self, pki_dir: Path) -> None:
-        assert self.bin_dir is not None
         self.port = free_port()
         self.audit_log.parent.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(self.bin_dir / "kube-apiserver"),
-                f"--etcd-servers={self.etcd_url}",
-                f"--cert-dir={pki_dir}",
-                f"--tls-cert-file={pki_dir / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
-                f"--client-ca-file={pki_dir / 'ca.crt'}",
-                f"--secure-port={self.port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--allow-privileged=true",
-                # Loopback advertise address: no kubernetes Service endpoints to reconcile.
-                "--endpoint-reconciler-type=none",
-                "--authorization-mode=RBAC",
-                f"--service-account-key-file={pki_dir / 'sa.key'}",
-                f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                # No controller-manager runs: nothing would create the "default" service
-                # account that the ServiceAccount admission plugin insists on for pods.
-                "--disable-admission-plugins=ServiceAccount",
-                f"--audit-policy-file={AUDIT_POLICY}",
-                f"--audit-log-path={self.audit_log}",
-                "--audit-log-format=json",
-                "--audit-log-mode=blocking",
-                f"--audit-log-maxsize={AUDIT_LOG_MAXSIZE_MB}",
-                f"--audit-log-maxbackup={AUDIT_LOG_MAXBACKUP}",
-                "--audit-log-maxage=0",
-                "--audit-log-compress",
-                "--v=1",
-            ],
-        )
+        self._spawn("kube-apiserver", self._apiserver_args(pki_dir))
+
+    def _apiserver_args(self, pki_dir: Path) -> list[str]:
+        """The API server's command line: the local setup, and the audit log as production's."""
+        assert self.bin_dir is not None
+        return [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            f"--cert-dir={pki_dir}",
+            f"--tls-cert-file={pki_dir / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
+            f"--client-ca-file={pki_dir / 'ca.crt'}",
+            f"--secure-port={self.port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            # Loopback advertise address: no kubernetes Service endpoints to reconcile.
+            "--endpoint-reconciler-type=none",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={pki_dir / 'sa.key'}",
+            f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            # No controller-manager runs: nothing would create the "default" service
+            # account that the ServiceAccount admission plugin insists on for pods.
+            "--disable-admission-plugins=ServiceAccount",
+            f"--audit-policy-file={AUDIT_POLICY}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+            f"--audit-log-maxsize={AUDIT_LOG_MAXSIZE_MB}",
+            f"--audit-log-maxbackup={AUDIT_LOG_MAXBACKUP}",
+            "--audit-log-maxage=0",
+            "--audit-log-compress",
+            "--v=1",
+        ]
 
     def _write_admin_kubeconfig(self) -> None:
         assert self.ca is not None
@@ -281,7 +295,7 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    name = Path(str(proc.args[0])).name  # type: ignore[index]
+                    name = self._proc_name(proc)
                     raise ControlPlaneError(
                         f"{name} exited with {proc.returncode}; last log lines:\n"
                         + self._log_tail(name)
@@ -297,6 +311,10 @@ class ControlPlane:
         raise ControlPlaneError(
             f"kube-apiserver not ready after {timeout:.0f}s ({last}); logs in {self.workdir}"
         )
+
+    def _proc_name(self, proc: subprocess.Popen[bytes]) -> str:
+        """The name of a child process (its log is ``<name>.log``)."""
+        return Path(str(proc.args[0])).name  # type: ignore[index]
 
     def _log_tail(self, name: str, lines: int = 15) -> str:
         try:
