@@ -7,16 +7,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Install only the locked, hash-checked files: a local wheel folder must not stand in for them.
 unexport PIP_FIND_LINKS
 
-.PHONY: help venv lock image controlplane helm lint test test-unit test-integration demo cluster bench sync-crds clean
+.PHONY: help venv lock image controlplane node helm lint test test-unit test-integration demo cluster bench sync-crds clean
 
 help:
-	@echo "make test          set everything up (venv, control plane, helm, image) and run lint + all tests"
+	@echo "make test          set everything up (venv, control plane, node, helm, image) and run lint + all tests"
 	@echo "make demo          run changegate end to end on a local control plane"
 	@echo "make lint          ruff, ruff format --check, mypy --strict, import-linter"
 	@echo "make image         build the container image (podman) as the chart's default image"
 	@echo "make lock          refresh uv.lock and requirements/*.txt (UPGRADE=1: newest allowed pins)"
 	@echo "make controlplane  build (or reuse) etcd, kube-apiserver, kubectl from Go modules"
-	@echo "make cluster       start a local control plane and print how to use it"
+	@echo "make node          build (or reuse) kubelet, controllers, scheduler; install containerd (root)"
+	@echo "make cluster       start a local control plane and print how to use it (NODE=1: with a node"
+	@echo "                   running pods, and the image from make image imported; root)"
 	@echo "make bench         run the benchmarks (they print figures)"
 
 # The virtualenv installs exactly the lock (requirements/dev.txt: runtime, test and dev
@@ -41,6 +43,11 @@ image:
 controlplane: venv
 	$(PY) -m controller.devcluster build
 
+# The node mode: kubelet, kube-controller-manager, kube-scheduler (Go modules, cached like the
+# control plane) and containerd, runc, CNI plugins (Debian packages; installs as root).
+node: controlplane
+	$(PY) -m controller.devcluster build --node
+
 helm:
 	@bash hack/build-helm.sh >/dev/null
 
@@ -55,17 +62,17 @@ sync-crds:
 	mkdir -p charts/changegate/crds
 	cp crds/*.yaml charts/changegate/crds/
 
-test: venv controlplane helm image lint
+test: venv controlplane node helm image lint
 	$(PY) -m pytest -q tests
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
 
-test-integration: venv controlplane helm image
+test-integration: venv controlplane node helm image
 	$(PY) -m pytest -q tests/integration
 
-cluster: controlplane
-	$(PY) -m controller.devcluster up
+cluster: controlplane $(if $(NODE),node image)
+	$(PY) -m controller.devcluster up $(if $(NODE),--node --image "$$(bash hack/build-image.sh)")
 
 demo: venv controlplane
 	$(PY) -m demo
