@@ -20,7 +20,7 @@ sysctls. The node mode confines all of it:
   recorded before the first node starts and restored when the last one stops.
 * **A record** per slot in ``/run/changegate-node/`` says what a running node changed; a slot
   is held with a file lock for as long as its node runs. A start that finds a record whose
-  lock nobody holds undoes that node first.
+  lock nobody holds undoes that node first. The last node to stop removes the directory.
 
 Several nodes (two engineers' test runs) may run at once: each takes a free slot, which gives
 its cgroup, its link name and its addresses. Needs root.
@@ -277,11 +277,19 @@ def _lock_path(index: int) -> Path:
 
 @contextlib.contextmanager
 def _state_lock() -> Iterator[None]:
-    """Serialises slot claims and the sysctl bookkeeping between concurrent nodes."""
-    STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with open(STATE_DIR / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """Serialises slot claims and the sysctl bookkeeping between concurrent nodes.
+
+    The lock is taken on the parent directory (``/run``), which always exists, so that the
+    last node to stop can remove ``STATE_DIR`` altogether without a waiter holding a lock on
+    a file that is gone.
+    """
+    fd = os.open(STATE_DIR.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        STATE_DIR.mkdir(mode=0o755, exist_ok=True)
         yield
+    finally:
+        os.close(fd)
 
 
 def _try_lock(index: int) -> IO[str] | None:
@@ -421,6 +429,9 @@ class Claim:
             problems += leftovers(slot, self.workdir)
             self._lock.close()
             self._lock, self.slot = None, None
+            # Nothing running and nothing to undo: the bookkeeping goes too.
+            if last and not list(STATE_DIR.glob("slot-*.json")):
+                shutil.rmtree(STATE_DIR, ignore_errors=True)
             return problems
 
 

@@ -1,8 +1,9 @@
 """The one-node cluster and the Helm release, as the node tests see them.
 
-``node_cluster`` (session scope) starts :class:`controller.devcluster.node.NodeCluster` with
-the image ``make image`` builds imported into its containerd, and stops it at the end; its
-stop fails the session if anything is left on the host. A node that cannot start fails the
+``node_cluster`` (module scope: the node runs only while its tests do) starts
+:class:`controller.devcluster.node.NodeCluster` with the image ``make image`` builds imported
+into its containerd, and stops it at the end; its stop fails the module if anything is left
+on the host. A node that cannot start fails the
 tests that need it: nothing is skipped.
 
 ``Load`` is the steady, bounded stream of controlled requests the tests break things under:
@@ -49,7 +50,7 @@ def eventually(check: Callable[[], T], *, timeout: float = 60.0, every: float = 
         time.sleep(every)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node_cluster() -> Iterator[node.NodeCluster]:
     t0 = time.monotonic()
     image = image_helpers.build_image()

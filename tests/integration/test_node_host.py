@@ -6,14 +6,15 @@ started: containerd's shims and the pod's containers are nobody's children, and 
 node's namespaces (with its veth) open. The next start must find the record of the crashed
 node and undo it before it does anything else; then stopping the new node must leave nothing.
 
-(The session's node, if one is running, keeps its own slot: both run side by side.)
+(Another node, if one is running, keeps its own slot: both run side by side.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import selectors
+import select
 import signal
 import subprocess
 import sys
@@ -38,19 +39,23 @@ PAUSE_POD = {
 }
 
 
-def wait_for_line(proc: subprocess.Popen[str], text: str, *, timeout: float) -> str:
+def wait_for_line(proc: subprocess.Popen[bytes], text: str, *, timeout: float) -> str:
+    """What ``proc`` printed, up to the line with ``text`` (read unbuffered: a buffered
+    reader would keep lines that already arrived away from ``select``)."""
     assert proc.stdout is not None
-    seen = ""
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if selector.select(timeout=1):
-            line = proc.stdout.readline()
-            seen += line
-            if text in line:
-                return seen
-    pytest.fail(f"`up --node` did not print {text!r}:\n{seen}", pytrace=False)
+        select.select([fd], [], [], 1.0)
+        with contextlib.suppress(BlockingIOError):
+            seen += os.read(fd, 65536)
+        if text.encode() in seen:
+            return seen.decode(errors="replace")
+    pytest.fail(
+        f"`up --node` did not print {text!r}:\n{seen.decode(errors='replace')}", pytrace=False
+    )
 
 
 def slot_of(workdir: Path) -> hostenv.Slot:
@@ -68,7 +73,6 @@ def test_a_node_whose_harness_was_killed_is_undone_by_the_next_start(tmp_path: P
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        text=True,
         cwd=assets.repo_root(),
         start_new_session=True,
     )
@@ -94,29 +98,38 @@ def test_a_node_whose_harness_was_killed_is_undone_by_the_next_start(tmp_path: P
         assert out.returncode == 0, out.stderr
         os.kill(up.pid, signal.SIGKILL)
         up.wait(timeout=30)
+
+        # What outlives the harness: the pod's container and its shim, in the node's cgroup; the
+        # namespaces they hold, with the node's end of the veth; the kubelet's sysctls; the record.
+        def survivors() -> set[int]:
+            pids = hostenv.cgroup_pids(slot)
+            assert pids, "nothing survived the harness: the test would prove nothing"
+            return pids
+
+        survivors_before = eventually(survivors, timeout=10)
+        assert hostenv.link_exists(slot.host_link)
+        assert (hostenv.STATE_DIR / f"slot-{slot.index}.json").exists()
+
+        nc = node.NodeCluster()
+        nc.start()
+        try:
+            assert nc.claim is not None and slot.index in nc.claim.undone_stale
+            for pid in survivors_before:
+                assert not Path(f"/proc/{pid}").exists() or pid in hostenv.cgroup_pids(nc.slot)
+        finally:
+            nc.stop()  # raises if it left anything behind
+        assert hostenv.leftovers(slot, workdir) == []
+        assert not (hostenv.STATE_DIR / f"slot-{slot.index}.json").exists()
     finally:
         if up.poll() is None:
             os.kill(up.pid, signal.SIGKILL)
             up.wait(timeout=30)
-
-    # What outlives the harness: the pod's container and its shim, in the node's cgroup; the
-    # namespaces they hold, with the node's end of the veth; the kubelet's sysctls; the record.
-    def survivors() -> set[int]:
-        pids = hostenv.cgroup_pids(slot)
-        assert pids, "nothing survived the harness: the test would prove nothing"
-        return pids
-
-    survivors_before = eventually(survivors, timeout=10)
-    assert hostenv.link_exists(slot.host_link)
-    assert (hostenv.STATE_DIR / f"slot-{slot.index}.json").exists()
-
-    nc = node.NodeCluster()
-    nc.start()
-    try:
-        assert nc.claim is not None and slot.index in nc.claim.undone_stale
-        for pid in survivors_before:
-            assert not Path(f"/proc/{pid}").exists() or pid in hostenv.cgroup_pids(nc.slot)
-    finally:
-        nc.stop()  # raises if it left anything behind
-    assert hostenv.leftovers(slot, workdir) == []
-    assert not (hostenv.STATE_DIR / f"slot-{slot.index}.json").exists()
+        # Whatever failed above, the crashed node must not outlive the test: a claim undoes
+        # every crashed node first, as a start would.
+        if any(
+            json.loads(r.read_text()).get("workdir") == str(workdir)
+            for r in hostenv.STATE_DIR.glob("slot-*.json")
+        ):
+            claim = hostenv.Claim(workdir=workdir, remove_workdir=False)
+            claim.acquire()
+            claim.release()
