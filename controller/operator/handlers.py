@@ -196,6 +196,12 @@ async def keep_snapshot_fresh(
     while True:
         await wake.wait()
         wake.clear()
+        if not store.ready:
+            # Nobody reads a snapshot before the initial sync (the webhook answers "starting",
+            # the reconciler waits) and the sync builds the first one itself: rebuilding after
+            # every batch of the initial listing redid a 10,000-window index over and over.
+            # The sync wakes this task once more (``run``), for what arrived meanwhile.
+            continue
         before = store.latest
         try:
             after = await asyncio.to_thread(store.snapshot)

@@ -225,7 +225,11 @@ async def run(config: Config) -> None:
         # a namespace's annotations) builds nothing and pokes nobody.
         rebuild.set()
 
-    watches = handlers.Watches(store=store, on_change=on_change, on_synced=loop_.poke)
+    def on_synced() -> None:
+        rebuild.set()  # events that arrived while the sync built the first snapshot
+        loop_.poke()
+
+    watches = handlers.Watches(store=store, on_change=on_change, on_synced=on_synced)
     custom: Any = kubernetes.client.CustomObjectsApi(api)  # untyped JSON answers
     core: Any = kubernetes.client.CoreV1Api(api)
 

@@ -63,6 +63,8 @@ async def test_objects_deleted_during_a_watch_gap_are_dropped_after_a_get_confir
 
 async def test_reconciler_is_poked_once_per_new_snapshot_not_per_event() -> None:
     store = stores.Store()
+    for kind in stores.KINDS:
+        store.mark_synced(kind)
     wake = asyncio.Event()
     pokes: list[int] = []
     task = asyncio.create_task(
@@ -107,3 +109,28 @@ async def test_each_event_is_applied_once_by_the_index_handler_and_deletions_by_
     assert store.validated["ChangePolicy"] == 1
     await watches.on_event("ChangePolicy", {"type": "DELETED", "object": policy})
     assert "p" not in store.snapshot().policies
+
+
+async def test_no_snapshot_is_built_before_the_initial_sync() -> None:
+    store = stores.Store()
+    wake = asyncio.Event()
+    pokes: list[int] = []
+    task = asyncio.create_task(
+        handlers.keep_snapshot_fresh(store, wake, on_rebuilt=lambda: pokes.append(1))
+    )
+    try:
+        store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "1"}}})
+        wake.set()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert store.latest is None and pokes == []
+        for kind in stores.KINDS:
+            store.mark_synced(kind)
+        wake.set()
+        for _ in range(200):
+            if pokes:
+                break
+            await asyncio.sleep(0.01)
+        assert pokes == [1] and store.published().namespaces == {"a": {"t": "1"}}
+    finally:
+        task.cancel()
