@@ -81,6 +81,7 @@ bench: venv
 	$(PY) bench/decide.py
 	$(PY) bench/admission.py
 	$(PY) bench/apiserver.py
+	$(PY) bench/operator.py
 	$(PY) bench/report.py
 
 clean:
