@@ -48,6 +48,7 @@ class Store:
         self._identities: dict[str, crds.AuthorizedIdentity] = {}
         self._windows: dict[str, crds.ChangeWindow] = {}
         self._raw_specs: dict[str, Mapping[str, Any]] = {}
+        self._versions: dict[tuple[str, str], str] = {}  # resourceVersion last applied
         # Every ChangeWindow the watch reported, valid or not: its status and generation.
         self._observed: dict[str, status.Observed] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
@@ -86,7 +87,15 @@ class Store:
         name = meta.get("name") if isinstance(meta, Mapping) else None
         if not isinstance(name, str) or not name:
             return [("metadata.name", "missing")]
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
         with self._lock:
+            if event == "upsert" and version and self._versions.get((kind, name)) == version:
+                # This very version again (a re-list, the watch after the initial sync).
+                return self.errors.get((kind, name), [])
+            if event == "delete":
+                self._versions.pop((kind, name), None)
+            elif version:
+                self._versions[(kind, name)] = version
             if kind == "Namespace" and event == "upsert":
                 raw_labels = meta.get("labels") if isinstance(meta, Mapping) else None
                 labels = dict(raw_labels) if isinstance(raw_labels, Mapping) else {}

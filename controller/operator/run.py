@@ -239,6 +239,34 @@ async def run(config: Config) -> None:
         listed = custom.list_cluster_custom_object(crds.GROUP, crds.VERSION, crds.PLURALS[kind])
         return {item["metadata"]["name"] for item in listed.get("items", [])}
 
+    def list_objects(kind: handlers.Kind) -> list[Mapping[str, Any]]:
+        """Every object of a kind, in pages (a 10,000-window list is tens of MB at once)."""
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = {"limit": 500, **({"_continue": token} if token else {})}
+            if kind == "Namespace":
+                listed = core.list_namespace(**page)
+                items += [
+                    {
+                        "metadata": {
+                            "name": ns.metadata.name,
+                            "labels": ns.metadata.labels or {},
+                            "resourceVersion": ns.metadata.resource_version,
+                        }
+                    }
+                    for ns in listed.items
+                ]
+                token = listed.metadata._continue
+            else:
+                answer = custom.list_cluster_custom_object(
+                    crds.GROUP, crds.VERSION, crds.PLURALS[kind], **page
+                )
+                items += answer.get("items", [])
+                token = answer.get("metadata", {}).get("continue")
+            if not token:
+                return items
+
     def exists(kind: handlers.Kind, name: str) -> bool:
         try:
             if kind == "Namespace":
@@ -304,16 +332,19 @@ async def run(config: Config) -> None:
             )
         )
     kopf_stop = asyncio.Event()
-    operator = asyncio.create_task(
-        kopf.operator(
+
+    async def sync_then_watch() -> None:
+        # List first, then let kopf watch (handlers.py says why not kopf's index barrier).
+        await handlers.initial_sync(watches, list_objects=list_objects)
+        await kopf.operator(
             registry=handlers.build_registry(watches, kubeconfig=config.kubeconfig),
             settings=_kopf_settings(),
             standalone=True,  # every replica watches; writes are guarded by our Lease
             clusterwide=True,
             stop_flag=kopf_stop,
-        ),
-        name="changegate-kopf",
-    )
+        )
+
+    operator = asyncio.create_task(sync_then_watch(), name="changegate-kopf")
     logger.info(
         "changegate running",
         extra={"port": server.port, "local": config.local, "cert_mode": config.certificates},
