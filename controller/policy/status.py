@@ -382,16 +382,15 @@ def plan_status_writes(
     ``observed``: every window as last reported (``Store.observed_windows``); a valid one
     whose version is not in ``snapshot`` yet is left for the plan after the next rebuild.
     ``memo``: the previous plan's (``StatusPlan.memo``), so that only windows that changed,
-    or whose boundary passed, are computed again -- one event costs its own window, not
-    10,000; a change of policies or namespace labels recomputes all of them.
+    whose boundary passed, or that cover a relabelled namespace are computed again -- one
+    event costs its own window, not 10,000; a change of policies recomputes all of them.
     """
     memo = memo or StatusMemo()
     policies = tuple(snapshot.compiled_policies.values())
-    same_context = (
-        memo.namespaces is snapshot.namespaces
-        and len(memo.policies) == len(policies)
-        and all(a is b for a, b in zip(memo.policies, policies, strict=True))
+    same_policies = len(memo.policies) == len(policies) and all(
+        a is b for a, b in zip(memo.policies, policies, strict=True)
     )
+    relabelled = _relabelled_windows(memo.namespaces, snapshot) if same_policies else None
     previous = memo.known or {}
     known: dict[str, _Known] = {}
     writes: list[StatusWrite] = []
@@ -410,7 +409,8 @@ def plan_status_writes(
             if compiled is None:
                 continue  # newer than the snapshot: planned after the rebuild it triggers
             reusable = (
-                same_context
+                relabelled is not None
+                and name not in relabelled
                 and before is not None
                 and before.compiled is compiled
                 and before.generation == obs.generation
@@ -473,6 +473,30 @@ def plan_status_writes(
         phases=phases,
         computed=computed_count,
         memo=StatusMemo(policies=policies, namespaces=snapshot.namespaces, known=known),
+    )
+
+
+def _relabelled_windows(
+    before: Mapping[str, Mapping[str, str]] | None, snapshot: index.Snapshot
+) -> frozenset[str]:
+    """Windows whose status may read a namespace's labels that changed since ``before``.
+
+    A status reads namespace labels only through the namespaces a window covers (which
+    policies control it, its windowLimits): those of a ``namespaceSelector`` target, or a
+    listed namespace whose labels changed. Every other window keeps its status, so a relabel
+    does not recompute 10,000 of them.
+    """
+    after = snapshot.namespaces
+    if before is after:
+        return frozenset()
+    if before is None:
+        return frozenset(snapshot.compiled_windows)
+    changed = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+    return frozenset(
+        name
+        for name, w in snapshot.compiled_windows.items()
+        if w.uses_selector
+        or any(not changed.isdisjoint(t.namespaces) for t in w.window.spec.targets)
     )
 
 

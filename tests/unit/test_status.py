@@ -470,3 +470,19 @@ def test_writes_that_were_not_made_are_planned_again() -> None:
     first = plan(s, EARLY, None)
     again = plan(s, EARLY, first.memo.forget(["w1"]))
     assert [w.name for w in again.writes] == ["w1"]
+
+
+def test_a_relabel_recomputes_only_the_windows_that_cover_the_namespace() -> None:
+    s = fed_store("w1", "w2")
+    s.apply("Namespace", "upsert", {"metadata": {"name": "payments"}})
+    s.apply("Namespace", "upsert", {"metadata": {"name": "ledger"}})
+    s.apply(
+        "ChangeWindow",
+        "upsert",
+        window_event("w3", targets=[{"namespaces": ["ledger"], "resources": [RULE]}]),
+    )
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    s.apply("Namespace", "upsert", {"metadata": {"name": "ledger", "labels": {"tier": "prod"}}})
+    second = plan(s, EARLY, first.memo)
+    assert second.computed == 1  # w3; w1 and w2 cover payments only
