@@ -119,6 +119,12 @@ def _kopf_settings() -> kopf.OperatorSettings:
     # kopf's own Events about handler progress would be noise next to ours.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
+    # kopf runs one worker task per object with events; its own list after the initial sync
+    # would start 10,000 of them at once (hundreds of MB that the process then keeps). Our
+    # handlers take ~0.1 ms, so a few dozen workers, leaving soon after their last event,
+    # keep up with any burst.
+    settings.queueing.worker_limit = 64
+    settings.queueing.idle_timeout = 0.5
     return settings
 
 
@@ -239,33 +245,27 @@ async def run(config: Config) -> None:
         listed = custom.list_cluster_custom_object(crds.GROUP, crds.VERSION, crds.PLURALS[kind])
         return {item["metadata"]["name"] for item in listed.get("items", [])}
 
-    def list_objects(kind: handlers.Kind) -> list[Mapping[str, Any]]:
-        """Every object of a kind, in pages (a 10,000-window list is tens of MB at once)."""
-        items: list[Mapping[str, Any]] = []
-        token: str | None = None
-        while True:
-            page = {"limit": 500, **({"_continue": token} if token else {})}
-            if kind == "Namespace":
-                listed = core.list_namespace(**page)
-                items += [
-                    {
-                        "metadata": {
-                            "name": ns.metadata.name,
-                            "labels": ns.metadata.labels or {},
-                            "resourceVersion": ns.metadata.resource_version,
-                        }
+    def list_page(
+        kind: handlers.Kind, token: str | None
+    ) -> tuple[list[Mapping[str, Any]], str | None]:
+        page: dict[str, Any] = {"limit": 500, **({"_continue": token} if token else {})}
+        if kind == "Namespace":
+            listed = core.list_namespace(**page)
+            items: list[Mapping[str, Any]] = [
+                {
+                    "metadata": {
+                        "name": ns.metadata.name,
+                        "labels": ns.metadata.labels or {},
+                        "resourceVersion": ns.metadata.resource_version,
                     }
-                    for ns in listed.items
-                ]
-                token = listed.metadata._continue
-            else:
-                answer = custom.list_cluster_custom_object(
-                    crds.GROUP, crds.VERSION, crds.PLURALS[kind], **page
-                )
-                items += answer.get("items", [])
-                token = answer.get("metadata", {}).get("continue")
-            if not token:
-                return items
+                }
+                for ns in listed.items
+            ]
+            return items, listed.metadata._continue
+        answer = custom.list_cluster_custom_object(
+            crds.GROUP, crds.VERSION, crds.PLURALS[kind], **page
+        )
+        return answer.get("items", []), answer.get("metadata", {}).get("continue")
 
     def exists(kind: handlers.Kind, name: str) -> bool:
         try:
@@ -335,7 +335,7 @@ async def run(config: Config) -> None:
 
     async def sync_then_watch() -> None:
         # List first, then let kopf watch (handlers.py says why not kopf's index barrier).
-        await handlers.initial_sync(watches, list_objects=list_objects)
+        await handlers.initial_sync(watches, list_page=list_page)
         await kopf.operator(
             registry=handlers.build_registry(watches, kubeconfig=config.kubeconfig),
             settings=_kopf_settings(),

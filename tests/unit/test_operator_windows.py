@@ -106,7 +106,7 @@ async def test_each_object_version_is_validated_once_however_often_it_is_listed(
         "spec": {"match": {"resources": []}},
     }
     listed = {"ChangePolicy": [policy]}
-    await handlers.initial_sync(watches, list_objects=lambda kind: listed.get(kind, []))
+    await handlers.initial_sync(watches, list_page=lambda kind, token: (listed.get(kind, []), None))
     assert store.ready
     # kopf's own listing, after the initial sync, delivers the same version again.
     await watches.on_event("ChangePolicy", {"type": None, "object": policy})
