@@ -518,6 +518,7 @@ class Snapshot:
         self._controlling_by_rule: dict[tuple[str, str, str, str], tuple[CompiledPolicy, ...]] = {}
         self._controlling: dict[tuple[str, str, str, str, str], tuple[CompiledPolicy, ...]] = {}
         self._identities_memo: dict[tuple[str, tuple[str, ...]], tuple[CompiledIdentity, ...]] = {}
+        self._selector_memo: dict[str, frozenset[str]] = {}
         self._covering: dict[
             tuple[str, str, str, str, str], tuple[tuple[_Entry, ...], tuple[list[_Entry], ...]]
         ] = {}
@@ -857,12 +858,25 @@ class Snapshot:
         match its selector (an empty selector: every namespace known)."""
         namespaces = set(target.namespaces)
         if target.namespace_selector is not None:
-            namespaces.update(
+            namespaces.update(self._selected_namespaces(target.namespace_selector))
+        return namespaces
+
+    def _selected_namespaces(self, selector: crds.LabelSelector) -> frozenset[str]:
+        """The known namespaces ``selector`` matches, memoised per snapshot: the status of
+        every selector window asks for each policy it may fall under, and a scan of 1,000
+        namespaces per question made a relabel's status pass take seconds."""
+        key = selector.model_dump_json()
+        found = self._selector_memo.get(key)
+        if found is None:
+            found = frozenset(
                 ns
                 for ns, labels in self.namespaces.items()
-                if matching.selector_matches(target.namespace_selector, labels)
+                if matching.selector_matches(selector, labels)
             )
-        return namespaces
+            if len(self._selector_memo) >= _MEMO_LIMIT:
+                self._selector_memo.clear()
+            self._selector_memo[key] = found
+        return found
 
     def window_namespaces(self, window: crds.ChangeWindow) -> set[str]:
         """Every namespace ``window`` covers now (what an approver of it sees)."""

@@ -365,7 +365,8 @@ def plan(s: store.Store, now: dt.datetime, memo: status.StatusMemo | None) -> st
 def report_writes(s: store.Store, p: status.StatusPlan) -> None:
     """The watch reports each write back (a status-only event)."""
     for w in p.writes:
-        s.apply("ChangeWindow", "upsert", window_event(w.name, dict(w.status)))
+        body = {**window_event(w.name, dict(w.status)), "spec": s.raw_spec(w.name)}
+        s.apply("ChangeWindow", "upsert", body)
 
 
 def test_plan_writes_each_new_window_once_and_nothing_until_something_changes() -> None:
@@ -486,3 +487,20 @@ def test_a_relabel_recomputes_only_the_windows_that_cover_the_namespace() -> Non
     s.apply("Namespace", "upsert", {"metadata": {"name": "ledger", "labels": {"tier": "prod"}}})
     second = plan(s, EARLY, first.memo)
     assert second.computed == 1  # w3; w1 and w2 cover payments only
+
+
+def test_a_relabel_recomputes_a_selector_window_only_if_its_selector_matches_before_or_after() -> (
+    None
+):
+    s = fed_store()
+    for ns in ("a", "b"):
+        s.apply("Namespace", "upsert", {"metadata": {"name": ns}})
+    selected = [{"namespaceSelector": {"matchLabels": {"team": "x"}}, "resources": [RULE]}]
+    s.apply("ChangeWindow", "upsert", window_event("sel", targets=selected))
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    s.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"team": "y"}}})
+    unrelated = plan(s, EARLY, first.memo)
+    assert unrelated.computed == 0
+    s.apply("Namespace", "upsert", {"metadata": {"name": "b", "labels": {"team": "x"}}})
+    assert plan(s, EARLY, unrelated.memo).computed == 1
