@@ -386,7 +386,8 @@ class Claim:
                 pid=os.getpid(),
             )
             _record_path(self.slot.index).write_text(json.dumps(dataclasses.asdict(record)))
-            # Nothing of a slot's can outlive its node; a tree left over is from a crash.
+            # Nothing of a free slot's may still run: a tree left over is from a crash.
+            kill_cgroups(self.slot)
             remove_cgroups(self.slot)
             create_cgroups(self.slot)
             return self.slot
