@@ -50,7 +50,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"CHANGEGATE_{name}", default)
+    """``CHANGEGATE_<name>``, unless Kubernetes put it there: a Service named ``changegate``
+    makes the kubelet inject service-link variables such as ``CHANGEGATE_PORT=tcp://10.0.0.7:443``
+    into pods of its namespace, which are not settings (the chart also turns them off)."""
+    value = os.environ.get(f"CHANGEGATE_{name}")
+    if value is None or value.startswith(("tcp://", "udp://", "sctp://")):
+        return default
+    return value
 
 
 def _env_flag(name: str) -> bool:

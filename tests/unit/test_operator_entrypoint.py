@@ -130,3 +130,12 @@ def test_a_real_decision_log_line_stays_one_json_object() -> None:
         "NotControlled",
         "changegate.decisions",
     )
+
+
+def test_kubernetes_service_links_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Service named changegate makes the kubelet inject CHANGEGATE_PORT=tcp://...: that is
+    not --port (it crashed the pods on a real node before the chart disabled service links)."""
+    monkeypatch.setenv("CHANGEGATE_PORT", "tcp://10.0.0.7:443")
+    monkeypatch.setenv("CHANGEGATE_PORT_443_TCP", "tcp://10.0.0.7:443")
+    args = entry.parser().parse_args(["run"])
+    assert args.port == 8443
