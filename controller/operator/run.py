@@ -119,12 +119,6 @@ def _kopf_settings() -> kopf.OperatorSettings:
     # kopf's own Events about handler progress would be noise next to ours.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
-    # kopf runs one worker task per object with events; its own list after the initial sync
-    # would start 10,000 of them at once (hundreds of MB that the process then keeps). Our
-    # handlers take ~0.1 ms, so a few dozen workers, leaving soon after their last event,
-    # keep up with any burst.
-    settings.queueing.worker_limit = 64
-    settings.queueing.idle_timeout = 0.5
     return settings
 
 
