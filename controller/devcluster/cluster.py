@@ -96,7 +96,7 @@ class ControlPlane:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
     @property

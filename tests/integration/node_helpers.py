@@ -247,7 +247,7 @@ class Load:
             self._threads.append(t)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
     def stop(self) -> None:

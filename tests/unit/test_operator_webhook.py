@@ -428,13 +428,11 @@ class FakeAdmissionApi:
     def __init__(self) -> None:
         self.stored: dict[str, Any] | None = None
         self.version = 0
-        self.reads = 0
         self.writes = 0
 
     def read_validating_webhook_configuration(self, name: str, **_: Any) -> _Response:
         from kubernetes.client.exceptions import ApiException
 
-        self.reads += 1
         if self.stored is None:
             raise ApiException(status=404)
         return _Response(self.stored)
