@@ -271,6 +271,21 @@ def settle(replica: Replica, *, quiet: float = 5.0, timeout: float = 600.0) -> d
     return last
 
 
+def idle_cpu(replica: Replica, seconds: float, label: str) -> str:
+    """The replica's CPU while nothing changes, and the passes it made meanwhile (windows
+    whose open/close falls in the interval are due a status write: that is work too)."""
+    work, cpu0, t0 = replica.work(), replica.cpu(), time.monotonic()
+    time.sleep(seconds)
+    idle = (replica.cpu() - cpu0) / (time.monotonic() - t0) * 100
+    after = replica.work()
+    d = {k: after.get(k, 0) - work.get(k, 0) for k in after}
+    return (
+        f"{label}: {idle:.2f} % of a core over {seconds:.0f} s (target <= 2 %), "
+        f"{d.get('reconcile_passes', 0):.0f} passes, {d.get('statuses_computed', 0):.0f} statuses "
+        f"computed, {d.get('status_writes', 0):.0f} written; loadavg {os.getloadavg()[0]:.2f}"
+    )
+
+
 def quantiles(ms: list[float]) -> str:
     ms = sorted(ms)
     p50 = statistics.median(ms)
@@ -406,13 +421,7 @@ def main() -> None:
             )
             say(f"  startup work: {per_pass({}, counters)}")
 
-            cpu0, t0 = replica.cpu(), time.monotonic()
-            time.sleep(args.idle_seconds)
-            idle = (replica.cpu() - cpu0) / (time.monotonic() - t0) * 100
-            say(
-                f"idle CPU: {idle:.2f} % of a core over {args.idle_seconds:.0f} s (target <= 2 %), "
-                f"loadavg {os.getloadavg()[0]:.2f}"
-            )
+            say(idle_cpu(replica, args.idle_seconds, "idle CPU"))
 
             before = replica.work()
             ms = approvals_to_admit(c, args.approvals)
@@ -456,10 +465,7 @@ def main() -> None:
             say(f"  work over the burst: {per_pass(before, after)}")
             say(f"RSS after the burst: {rss:.0f} MB (peak {peak:.0f} MB; target <= 250)")
 
-            cpu0, t0 = replica.cpu(), time.monotonic()
-            time.sleep(args.idle_seconds)
-            idle = (replica.cpu() - cpu0) / (time.monotonic() - t0) * 100
-            say(f"idle CPU after all that: {idle:.2f} % of a core (target <= 2 %)")
+            say(idle_cpu(replica, args.idle_seconds, "idle CPU after all that"))
             failures = [ln for ln in cg.log_text().splitlines() if '"level":"error"' in ln]
             if failures:
                 say(f"changegate logged {len(failures)} errors; the first: {failures[0][:2000]}")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import kopf
 import kubernetes
+import msgspec
 import uvloop
 
 from controller import store as stores
@@ -112,6 +113,27 @@ def _certificates(
     else:
         ca_file = config.cert_dir / certs.CA_CRT
     return ca_file.read_bytes, None
+
+
+class _Meta(msgspec.Struct):
+    name: str = ""
+
+
+class _Item(msgspec.Struct):
+    metadata: _Meta = msgspec.field(default_factory=_Meta)
+
+
+class _ListMeta(msgspec.Struct):
+    continue_: str | None = msgspec.field(default=None, name="continue")
+
+
+class _NameList(msgspec.Struct):
+    items: list[_Item] = msgspec.field(default_factory=list)
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+
+
+_NAMES = msgspec.json.Decoder(_NameList)
+"""A list response read for its names alone."""
 
 
 def _kopf_settings() -> kopf.OperatorSettings:
@@ -234,10 +256,26 @@ async def run(config: Config) -> None:
     core: Any = kubernetes.client.CoreV1Api(api)
 
     def list_names(kind: handlers.Kind) -> set[str]:
-        if kind == "Namespace":
-            return {ns.metadata.name for ns in core.list_namespace().items}
-        listed = custom.list_cluster_custom_object(crds.GROUP, crds.VERSION, crds.PLURALS[kind])
-        return {item["metadata"]["name"] for item in listed.get("items", [])}
+        """The names of every object of a kind, for the periodic resync. Only the names are
+        decoded (msgspec skips the rest of each object): parsing 10,000 whole windows every
+        five minutes was seconds of CPU on a replica that is otherwise idle."""
+        names: set[str] = set()
+        token: str | None = None
+        while True:
+            page: dict[str, Any] = {"limit": 500, "_preload_content": False}
+            if token:
+                page["_continue"] = token
+            if kind == "Namespace":
+                raw = core.list_namespace(**page)
+            else:
+                raw = custom.list_cluster_custom_object(
+                    crds.GROUP, crds.VERSION, crds.PLURALS[kind], **page
+                )
+            listed = _NAMES.decode(raw.data)
+            names.update(item.metadata.name for item in listed.items)
+            token = listed.metadata.continue_
+            if not token:
+                return names
 
     def list_page(
         kind: handlers.Kind, token: str | None
