@@ -12,7 +12,7 @@ unexport PIP_FIND_LINKS
 help:
 	@echo "make test          set everything up (venv, control plane, node, helm, image) and run lint + all tests"
 	@echo "make demo          run changegate end to end on a local control plane"
-	@echo "make lint          ruff, ruff format --check, mypy --strict, import-linter"
+	@echo "make lint          ruff, ruff format --check, mypy --strict, import-linter, vulture"
 	@echo "make image         build the container image (podman) as the chart's default image"
 	@echo "make lock          refresh uv.lock and requirements/*.txt (UPGRADE=1: newest allowed pins)"
 	@echo "make controlplane  build (or reuse) etcd, kube-apiserver, kubectl from Go modules"
@@ -57,6 +57,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check controller demo tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
 
 sync-crds:
 	mkdir -p charts/changegate/crds

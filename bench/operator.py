@@ -47,11 +47,7 @@ from controller.devcluster import cluster, local
 from controller.model import crds
 
 GROUP, VERSION = crds.GROUP, crds.VERSION
-WINDOWS, POLICIES, IDENTITIES = (
-    crds.PLURALS["ChangeWindow"],
-    crds.PLURALS["ChangePolicy"],
-    crds.PLURALS["AuthorizedIdentity"],
-)
+WINDOWS, POLICIES = crds.PLURALS["ChangeWindow"], crds.PLURALS["ChangePolicy"]
 DEV, DEV_GROUP = "bench-dev", "bench-devs"
 APPROVER_GROUP = "bench-approvers"
 CM_RULE = {"apiGroups": [""], "resources": ["configmaps"], "operations": ["UPDATE"]}
