@@ -1,8 +1,11 @@
-"""Certificates made with ``cryptography``: a CA, serving certificates, client certificates.
+"""The certificate toolbox, on ``cryptography``: make, read and check certificates; write PEM files.
 
-Used by the local control plane (its CA, the admin and per-user client certificates) and by the
-admission server's dev mode (a CA and a serving certificate for 127.0.0.1). Nothing here talks
-to a cluster; it only makes PEM bytes.
+The one place changegate handles X.509: the admission server's TLS (its reloader and dev mode),
+the operator's certificate Secret, and the local control plane (its CA, the admin and per-user
+client certificates) all make, parse and check certificates here, so a check -- "issued by",
+"names cover the hosts", "the key belongs to the certificate" -- means the same everywhere.
+The rules built from these checks (when to renew, what to hold back) stay with their callers.
+Nothing here talks to a cluster; the only I/O is ``write_atomic``.
 """
 
 from __future__ import annotations
@@ -10,12 +13,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import ipaddress
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeAlias
 
-from cryptography import x509
+from cryptography import exceptions, x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+Certificate: TypeAlias = x509.Certificate
+"""A parsed certificate (callers name the type without importing ``cryptography``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,3 +189,75 @@ def same_public_key(cert: x509.Certificate, key_pem: bytes) -> bool:
         return cert.public_key() == load_key(key_pem).public_key()
     except (ValueError, TypeError):
         return False
+
+
+def load_cert(cert_pem: bytes) -> Certificate:
+    """The first certificate in ``cert_pem``; ValueError when there is none."""
+    return x509.load_pem_x509_certificate(cert_pem)
+
+
+def pem(cert: Certificate) -> bytes:
+    """``cert`` as PEM, canonical: the same certificate always gives the same bytes."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issued_by(cert: Certificate, ca: Certificate) -> bool:
+    """Whether ``ca`` signed ``cert`` (its issuer name and signature check out)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, exceptions.InvalidSignature):
+        return False
+    return True
+
+
+def issuers(chain_pem: bytes, cas_pem: bytes) -> list[bytes]:
+    """The CAs in ``cas_pem`` (PEM, canonical) that issued or are part of ``chain_pem``.
+
+    Empty when ``cas_pem`` would not let a client verify the chain; unreadable PEM counts as
+    no CA at all.
+    """
+    try:
+        chain = load_certs(chain_pem)
+        cas = load_certs(cas_pem)
+    except ValueError:
+        return []
+    found: list[bytes] = []
+    for ca in cas:
+        if any(cert == ca or issued_by(cert, ca) for cert in chain):
+            ca_pem = pem(ca)
+            if ca_pem not in found:
+                found.append(ca_pem)
+    return found
+
+
+def names(cert: Certificate) -> set[str]:
+    """The DNS names and IP addresses (as ``normal_host`` writes them) ``cert`` is valid for."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    found = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return found | set(sans.get_values_for_type(x509.DNSName))
+
+
+def normal_host(host: str) -> str:
+    """``host`` as ``names`` reports it: IP addresses in canonical form, DNS names as given."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to ``path`` with exactly ``mode``, so that no reader sees half a file.
+
+    Written to a temporary file beside it, then renamed over it: the TLS reloader or a
+    client reading the PEM sees the old file or the new one. The mode is set explicitly: a
+    temporary file left by a crash keeps its old mode, and the umask would decide the rest.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

@@ -28,17 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import ipaddress
 import logging
-import os
 import ssl
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from cryptography import exceptions, x509
-from cryptography.hazmat.primitives import serialization
 
 from controller import pki
 
@@ -53,34 +48,6 @@ TRUST_SETTLE_SECONDS = 1.0
 RETIRED_CA_GRACE_SECONDS = 300.0
 #: A certificate held back for the bundle is loaded anyway once the served one expires this soon.
 HOLD_LIMIT = datetime.timedelta(minutes=1)
-
-
-def issuers(chain_pem: bytes, cas_pem: bytes) -> list[bytes]:
-    """The CAs in ``cas_pem`` (PEM, canonical) that issued or are part of ``chain_pem``.
-
-    Empty when ``cas_pem`` would not let a client verify the chain; unreadable PEM counts as
-    no CA at all.
-    """
-    try:
-        chain = pki.load_certs(chain_pem)
-        cas = pki.load_certs(cas_pem)
-    except ValueError:
-        return []
-    found: list[bytes] = []
-    for ca in cas:
-        if any(cert == ca or _issued_by(cert, ca) for cert in chain):
-            pem = ca.public_bytes(serialization.Encoding.PEM)
-            if pem not in found:
-                found.append(pem)
-    return found
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, exceptions.InvalidSignature):
-        return False
-    return True
 
 
 def server_context(*, cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -140,7 +107,7 @@ class CertReloader:
         """
         self.ca_file, self._trusted, self._on_change = ca_file, trusted, on_change
         self._ca = _read_optional(ca_file)
-        self._serving_cas = issuers(self._loaded[0], self._ca)
+        self._serving_cas = pki.issuers(self._loaded[0], self._ca)
 
     def bundle(self, ca_pem: bytes) -> bytes:
         """The caBundle to publish: ``ca_pem`` plus the CAs of what is or was just served.
@@ -153,7 +120,7 @@ class CertReloader:
         self._retired = [
             (since, cas) for since, cas in self._retired if now - since < RETIRED_CA_GRACE_SECONDS
         ]
-        have = issuers(ca_pem, ca_pem)  # every CA in it, in canonical PEM
+        have = pki.issuers(ca_pem, ca_pem)  # every CA in it, in canonical PEM
         extra: list[bytes] = []
         for ca in [*self._serving_cas, *(ca for _, cas in self._retired for ca in cas)]:
             if ca not in have and ca not in extra:
@@ -191,7 +158,7 @@ class CertReloader:
         self.reloads += 1
         logger.info("reloaded the serving certificate from %s", self.cert_file)
         if self.ca_file is not None:
-            serving = issuers(pair[0], self._ca)
+            serving = pki.issuers(pair[0], self._ca)
             retired = [ca for ca in self._serving_cas if ca not in serving]
             if retired:
                 self._retired.append((self._clock(), retired))
@@ -268,8 +235,8 @@ def ensure_dev_certs(
     ca = _load_pair(ca_cert, ca_key)
     if ca is None or pki.not_after(ca.cert_pem) - now < _CA_MARGIN:
         ca = pki.make_ca(common_name="changegate dev CA")
-        _write(ca_cert, ca.cert_pem, mode=0o644)
-        _write(ca_key, ca.key_pem, mode=0o600)
+        pki.write_atomic(ca_cert, ca.cert_pem, mode=0o644)
+        pki.write_atomic(ca_key, ca.key_pem, mode=0o600)
         with contextlib.suppress(FileNotFoundError):
             cert_file.unlink()
 
@@ -277,15 +244,15 @@ def ensure_dev_certs(
     if leaf is None or not _leaf_is_usable(leaf, ca=ca, hosts=hosts, now=now):
         leaf = pki.make_serving_cert(ca=ca, hosts=list(hosts))
         # Key first: a reloader that sees the new cert with the old key retries next time.
-        _write(key_file, leaf.key_pem, mode=0o600)
-        _write(cert_file, leaf.cert_pem, mode=0o644)
+        pki.write_atomic(key_file, leaf.key_pem, mode=0o600)
+        pki.write_atomic(cert_file, leaf.cert_pem, mode=0o644)
     return ca_cert, cert_file, key_file
 
 
 def _load_pair(cert_file: Path, key_file: Path) -> pki.KeyPair | None:
     try:
         pair = pki.KeyPair(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
-        x509.load_pem_x509_certificate(pair.cert_pem)
+        pki.load_cert(pair.cert_pem)
     except (OSError, ValueError):
         return None
     return pair
@@ -294,32 +261,13 @@ def _load_pair(cert_file: Path, key_file: Path) -> pki.KeyPair | None:
 def _leaf_is_usable(
     leaf: pki.KeyPair, *, ca: pki.KeyPair, hosts: Sequence[str], now: datetime.datetime
 ) -> bool:
-    cert = x509.load_pem_x509_certificate(leaf.cert_pem)
-    issuer = x509.load_pem_x509_certificate(ca.cert_pem)
+    cert = pki.load_cert(leaf.cert_pem)
     if cert.not_valid_after_utc - now < _CERT_MARGIN:
         return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, exceptions.InvalidSignature, x509.ExtensionNotFound):
+    if not pki.issued_by(cert, pki.load_cert(ca.cert_pem)):
         return False
-    have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
-    have |= set(sans.get_values_for_type(x509.DNSName))
-    return all(_normal_host(h) in have for h in hosts)
-
-
-def _normal_host(host: str) -> str:
     try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
-
-
-def _write(path: Path, data: bytes, *, mode: int) -> None:
-    # Write then rename, so a reader (or the reloader) never sees half a PEM file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+        have = pki.names(cert)
+    except ValueError:  # a malformed extension: make a new one
+        return False
+    return bool(have) and all(pki.normal_host(h) in have for h in hosts)

@@ -43,15 +43,10 @@ import base64
 import dataclasses
 import datetime
 import enum
-import ipaddress
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from cryptography import exceptions, x509
-from cryptography.hazmat.primitives import serialization
 
 from controller import pki
 
@@ -132,7 +127,7 @@ def plan(
         return create("the CA has expired")
 
     bundle = [c for c in current.bundle if c.not_valid_after_utc > now]
-    bundle_pem = [_pem(c) for c in bundle]
+    bundle_pem = [pki.pem(c) for c in bundle]
 
     if current.signing_cert.not_valid_after_utc - now < renew_before:
         new_ca = pki.make_ca(common_name=CA_COMMON_NAME, days=ca_days, now=now)
@@ -180,8 +175,8 @@ class _Unusable(ValueError):
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Current:
     signing: pki.KeyPair  # the CA that ca.key belongs to
-    signing_cert: x509.Certificate
-    bundle: tuple[x509.Certificate, ...]
+    signing_cert: pki.Certificate
+    bundle: tuple[pki.Certificate, ...]
     leaf: pki.KeyPair
 
 
@@ -191,7 +186,7 @@ def _parse(data: Mapping[str, bytes]) -> _Current:
         raise _Unusable(f"the Secret lacks {', '.join(missing)}")
     try:
         bundle = tuple(pki.load_certs(data[CA_CRT]))
-        x509.load_pem_x509_certificate(data[TLS_CRT])
+        pki.load_cert(data[TLS_CRT])
         pki.load_key(data[TLS_KEY])
         pki.load_key(data[CA_KEY])
     except (ValueError, TypeError) as e:
@@ -200,7 +195,7 @@ def _parse(data: Mapping[str, bytes]) -> _Current:
     if signing is None:
         raise _Unusable("no CA in ca.crt belongs to ca.key")
     return _Current(
-        signing=pki.KeyPair(cert_pem=_pem(signing), key_pem=data[CA_KEY]),
+        signing=pki.KeyPair(cert_pem=pki.pem(signing), key_pem=data[CA_KEY]),
         signing_cert=signing,
         bundle=bundle,
         leaf=pki.KeyPair(cert_pem=data[TLS_CRT], key_pem=data[TLS_KEY]),
@@ -215,46 +210,18 @@ def _leaf_problem(
     renew_before: datetime.timedelta,
 ) -> str:
     """Why the serving certificate must be re-issued ("" if it is fine)."""
-    cert = x509.load_pem_x509_certificate(current.leaf.cert_pem)
+    cert = pki.load_cert(current.leaf.cert_pem)
     if not pki.same_public_key(cert, current.leaf.key_pem):
         return "tls.key does not belong to tls.crt"
     if cert.not_valid_after_utc - now < renew_before:
         return "the serving certificate expires within the renewal margin"
-    if _names(cert) != {_normal_host(h) for h in hosts}:
+    if pki.names(cert) != {pki.normal_host(h) for h in hosts}:
         return "the serving certificate's names differ from the Service's"
-    if _issued_by(cert, current.signing_cert):
+    if pki.issued_by(cert, current.signing_cert):
         return ""
-    if any(_issued_by(cert, ca) and ca.not_valid_after_utc > now for ca in current.bundle):
+    if any(pki.issued_by(cert, ca) and ca.not_valid_after_utc > now for ca in current.bundle):
         return _PENDING_SWITCH
     return "the serving certificate was not issued by a CA in the bundle"
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, exceptions.InvalidSignature):
-        return False
-    return True
-
-
-def _names(cert: x509.Certificate) -> set[str]:
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    names = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
-    return names | set(sans.get_values_for_type(x509.DNSName))
-
-
-def _normal_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _data(*, ca: pki.KeyPair, bundle: Sequence[bytes], leaf: pki.KeyPair) -> dict[str, bytes]:
@@ -285,12 +252,7 @@ def write_files(cert_dir: Path, data: Mapping[str, bytes]) -> bool:
                 continue
         except OSError:
             pass
-        mode = 0o600 if name == TLS_KEY else 0o644
-        tmp = path.with_name(f".{name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data[name])
-        os.replace(tmp, path)
+        pki.write_atomic(path, data[name], mode=0o600 if name == TLS_KEY else 0o644)
         changed = True
     return changed
 

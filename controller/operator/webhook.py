@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from controller.admission import tls
+from controller import pki
 from controller.model import crds
 from controller.policy import decide, index, matching
 
@@ -524,7 +524,7 @@ class LiveBundle:
         """
         if not self._bundles or self._clock() - self._since < settle:
             return False
-        return all(tls.issuers(chain_pem, bundle) for bundle in self._bundles)
+        return all(pki.issuers(chain_pem, bundle) for bundle in self._bundles)
 
 
 OnLive = Callable[[Mapping[str, Any] | None], None]
