@@ -67,6 +67,8 @@ def schedule_from_flags(
 
 
 def _rfc3339(t: datetime.datetime) -> str:
+    # The time as the user gave it, offset kept (the window then reads in their zone), not
+    # crds.rfc3339's UTC: the same instant either way, and the webhook parses both.
     return t.isoformat().replace("+00:00", "Z")
 
 

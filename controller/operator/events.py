@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from controller.model import crds
 from controller.policy import decide
 
 logger = logging.getLogger(__name__)
@@ -180,10 +181,6 @@ def classify(
     return None
 
 
-def _timestamp(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def event_body(write: EventWrite, *, instance: str) -> dict[str, Any]:
     """A core/v1 Event (legacy count/series form, understood by every kubectl)."""
     ref = write.key.ref
@@ -199,8 +196,8 @@ def event_body(write: EventWrite, *, instance: str) -> dict[str, Any]:
         "message": write.message[:1024],
         "type": write.type,
         "count": write.count,
-        "firstTimestamp": _timestamp(write.first),
-        "lastTimestamp": _timestamp(write.last),
+        "firstTimestamp": crds.rfc3339(write.first),
+        "lastTimestamp": crds.rfc3339(write.last),
         "source": {"component": COMPONENT},
         "reportingComponent": REPORTING_CONTROLLER,
         "reportingInstance": instance,

@@ -44,6 +44,8 @@ def may_hold(view: LeaseView | None, *, me: str, now: datetime.datetime) -> bool
 
 
 def _micro_time(t: datetime.datetime) -> str:
+    # A Lease's times are MicroTime, which the API server reads in Go's RFC3339Micro layout
+    # (microseconds), not in crds.rfc3339's whole seconds.
     return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

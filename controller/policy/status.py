@@ -291,10 +291,6 @@ def _transition_time(*, previous: tuple[Any, _T] | None, status: str, now: _T) -
     return now
 
 
-def _timestamp(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # -- what to write ---------------------------------------------------------------------------
 
 
@@ -529,7 +525,7 @@ def merge_conditions(
         out["lastTransitionTime"] = _transition_time(
             previous=(before.get("status"), before.get("lastTransitionTime")) if before else None,
             status=str(out.get("status")),
-            now=_timestamp(now),
+            now=crds.rfc3339(now),
         )
         merged.append(out)
     return merged
