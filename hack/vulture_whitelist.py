@@ -26,6 +26,10 @@ review.AdmissionRequest.request_sub_resource
 # The bound budget.Limits is derived from (its docstring shows the arithmetic).
 codec.MAX_PARSED_BYTES_PER_BODY_BYTE
 
+# A keyword parameter of a Protocol's method (operator/kubeapi.py): the kubernetes client's
+# name for it, passed by keyword, never read in our code.
+field_selector  # type: ignore[name-defined]  # noqa: F821
+
 # Called by prometheus_client's registry, not by us.
 metrics._WorkCollector.describe
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import pki
+from controller.operator import kubeapi
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class SecretCertificates:
     def __init__(
         self,
         *,
-        core_api: Any,  # kubernetes.client.CoreV1Api
+        core_api: kubeapi.Secrets,
         namespace: str,
         name: str,
         hosts: Sequence[str],

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from controller.model import crds
+from controller.operator import kubeapi
 from controller.policy import decide
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class EventPoster:
     def __init__(
         self,
         *,
-        core_api: Any,  # kubernetes.client.CoreV1Api
+        core_api: kubeapi.Events,
         instance: str,
         clock: Callable[[], datetime.datetime],
         aggregator: Aggregator | None = None,

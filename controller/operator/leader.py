@@ -22,6 +22,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from controller.operator import kubeapi
+
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "changegate"
@@ -55,7 +57,7 @@ class LeaderElector:
     def __init__(
         self,
         *,
-        coordination_api: Any,  # kubernetes.client.CoordinationV1Api
+        coordination_api: kubeapi.Leases,
         namespace: str,
         identity: str,
         clock: Callable[[], datetime.datetime],

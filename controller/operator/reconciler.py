@@ -30,7 +30,7 @@ import kubernetes
 
 from controller import store as stores
 from controller.model import crds
-from controller.operator import events, leader, webhook
+from controller.operator import events, kubeapi, leader, webhook
 from controller.policy import status as window_status
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Reconciler:
         self,
         *,
         store: stores.Store,
-        custom_api: Any,  # kubernetes.client.CustomObjectsApi
+        custom_api: kubeapi.ClusterCustomObjects,
         webhooks: webhook.WebhookReconciler,
         webhook_settings: WebhookSettings,
         poster: events.EventPoster,

@@ -34,7 +34,7 @@ from controller import store as stores
 from controller.admission import server as admission
 from controller.admission import tls
 from controller.model import crds
-from controller.operator import certs, events, handlers, leader, reconciler, webhook
+from controller.operator import certs, events, handlers, kubeapi, leader, reconciler, webhook
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def namespace_reader(core_api: Any) -> admission.NamespaceReader:
+def namespace_reader(core_api: kubeapi.Namespaces) -> admission.NamespaceReader:
     """Read a namespace's labels for the admission server (a namespace its index has not
     seen yet); None when it does not exist. One GET, in a worker thread, bounded."""
 
@@ -252,8 +252,8 @@ async def run(config: Config) -> None:
         loop_.poke()
 
     watches = handlers.Watches(store=store, on_change=on_change, on_synced=on_synced)
-    custom: Any = kubernetes.client.CustomObjectsApi(api)  # untyped JSON answers
-    core: Any = kubernetes.client.CoreV1Api(api)
+    custom: kubeapi.ClusterCustomObjects = kubernetes.client.CustomObjectsApi(api)
+    core: kubeapi.Namespaces = kubernetes.client.CoreV1Api(api)
 
     def list_names(kind: handlers.Kind) -> set[str]:
         """The names of every object of a kind, for the periodic resync. Only the names are

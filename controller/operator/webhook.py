@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from controller import pki
 from controller.model import crds
+from controller.operator import kubeapi
 from controller.policy import decide, index, matching
 
 logger = logging.getLogger(__name__)
@@ -374,8 +375,8 @@ class WebhookReconciler:
     then seen as drift forever.
     """
 
-    def __init__(self, *, api: Any, recheck_after: float = 300.0) -> None:
-        self._api = api  # kubernetes.client.AdmissionregistrationV1Api
+    def __init__(self, *, api: kubeapi.WebhookConfigurations, recheck_after: float = 300.0) -> None:
+        self._api = api
         self._recheck_after = recheck_after
         self._confirmed: dict[str, Any] | None = None
         self._confirmed_at = 0.0
@@ -546,7 +547,7 @@ class ConfigurationWatch:
     def __init__(
         self,
         *,
-        api: Any,  # kubernetes.client.AdmissionregistrationV1Api
+        api: kubeapi.WebhookConfigurations,
         on_event: OnLive,
         name: str = NAME,
         timeout_seconds: int = 60,
