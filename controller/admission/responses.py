@@ -25,7 +25,6 @@ from typing import Any, Final
 from controller.policy import decide
 
 API_VERSION: Final = "admission.k8s.io/v1"
-STARTING_MESSAGE: Final = "changegate is starting; retry in a few seconds"
 
 #: Kubernetes accepts warnings up to a few hundred characters; longer ones risk truncation
 #: mid-word by the API server, so we cut them here, visibly.
@@ -37,30 +36,6 @@ MAX_AUDIT_VALUE_CHARS: Final = 1024
 
 _AUDIT_KEY = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _SPACES = re.compile(r"\s+")
-
-
-def starting_decision() -> decide.Decision:
-    """The answer for every review before the index has synced: deny, and say it is temporary.
-
-    Deciding from a partial index could admit what a policy not yet listed would deny (or deny
-    through a window not yet listed), so until every kind is listed the only honest answer
-    is "not yet".
-    """
-    return decide.Decision(
-        allowed=False,
-        outcome="deny",
-        reason=decide.Reason.STARTING,
-        mode=None,
-        message=STARTING_MESSAGE,
-        policy=None,
-        window=None,
-        ticket=None,
-        approvers=(),
-        identity=None,
-        emergency=False,
-        warnings=(),
-        audit_annotations={"decision": "deny", "reason": str(decide.Reason.STARTING)},
-    )
 
 
 def status_for(decision: decide.Decision) -> dict[str, Any] | None:

@@ -41,10 +41,10 @@ from controller.admission import budget, codec, decisionlog, responses, tls
 from controller.admission import metrics as metrics_mod
 from controller.model import review
 from controller.policy import decide
+from controller.policy.request import STARTING_MESSAGE
 
 logger = logging.getLogger("changegate.admission")
 
-NOT_READY_TEXT: Final = "changegate is starting: index not synced"
 
 Clock = Callable[[], datetime.datetime]
 OnDecision = Callable[[decide.Request, decide.Decision], None]
@@ -205,7 +205,7 @@ class _Routes:
                             )
                         )
             else:
-                decision = responses.starting_decision()
+                decision = decide.Decision.starting()
             answer = responses.build_response(uid=request.uid, decision=decision)
         except Exception:
             # decide() promises never to raise; if it does anyway, answer with an HTTP error so
@@ -261,7 +261,7 @@ class _Routes:
         ready = self.store.ready
         self.metrics.set_index_ready(ready)
         if not ready:
-            return web.Response(status=503, text=NOT_READY_TEXT + "\n")
+            return web.Response(status=503, text=STARTING_MESSAGE + "\n")
         return web.Response(text="ok\n")
 
     async def metrics_text(self, _: web.Request) -> web.StreamResponse:

@@ -17,7 +17,10 @@ from controller.model import crds
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
-STARTING_MESSAGE: Final = "changegate is starting: its index has not synced yet; retry shortly"
+#: What a requester is told, and what /readyz says, until the index has synced.
+STARTING_MESSAGE: Final = (
+    "changegate is starting: its index has not synced yet; retry in a few seconds"
+)
 
 
 class Reason(enum.StrEnum):

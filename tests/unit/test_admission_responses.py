@@ -14,6 +14,7 @@ from controller.admission import decisionlog, responses
 from controller.admission import metrics as metrics_mod
 from controller.model import crds, review
 from controller.policy import decide
+from controller.policy.request import STARTING_MESSAGE
 
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
 
@@ -80,7 +81,7 @@ def test_response_has_the_shape_of_the_admission_review_model(name: str) -> None
         "denied": DENIED,
         "window": ADMITTED_BY_WINDOW,
         "warned": WARNED,
-        "starting": responses.starting_decision(),
+        "starting": decide.Decision.starting(),
     }[name]
     answer = responses.build_response(uid=UID, decision=decision)
     assert review.AdmissionReviewResponse.model_validate(answer).to_wire() == answer
@@ -93,12 +94,12 @@ def test_denial_is_403_forbidden_with_the_decisions_message() -> None:
 
 
 def test_starting_denial_is_503_so_clients_see_a_transient_error() -> None:
-    response = responses.build_response(uid=UID, decision=responses.starting_decision())["response"]
+    response = responses.build_response(uid=UID, decision=decide.Decision.starting())["response"]
     assert response["allowed"] is False
     assert response["status"] == {
         "code": 503,
         "reason": "ServiceUnavailable",
-        "message": "changegate is starting; retry in a few seconds",
+        "message": STARTING_MESSAGE,
     }
     assert response["auditAnnotations"] == {"decision": "deny", "reason": "Starting"}
 

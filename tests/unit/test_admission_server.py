@@ -20,10 +20,11 @@ from prometheus_client import parser
 from controller import store as stores
 from controller.admission import codec, server
 from controller.policy import approvals, decide
+from controller.policy.request import STARTING_MESSAGE
 
 NOW = datetime.datetime(2026, 12, 1, 14, 0, tzinfo=datetime.UTC)  # Tue 23:00 in Seoul
 UID = "705ab4f5-6393-11e8-b7cc-42010a800002"
-STARTING = "changegate is starting; retry in a few seconds"
+STARTING = STARTING_MESSAGE
 
 
 def _policy(name: str, *, enforcement: str = "Enforce") -> dict[str, Any]:
@@ -284,7 +285,7 @@ async def test_before_the_index_syncs_every_review_is_denied_as_starting(
 
     readyz = await client.get("/readyz")
     assert readyz.status == 503
-    assert "changegate is starting: index not synced" in await readyz.text()
+    assert STARTING_MESSAGE in await readyz.text()
     assert (await client.get("/healthz")).status == 200
 
     for user in ("alice@example.com", "system:kube-controller-manager"):
