@@ -22,6 +22,7 @@ from typing import Final, NoReturn
 import msgspec
 
 from controller.model import review
+from controller.policy.request import Request
 
 # -- how big a review the API server can send --------------------------------------------------
 #
@@ -159,6 +160,26 @@ def parse_review(body: bytes | bytearray) -> review.AdmissionRequest:
         raise MalformedReview(explain(e)) from None
     except msgspec.DecodeError as e:
         raise MalformedReview(_invalid_json(e)) from None
+
+
+def request_from_review(r: review.AdmissionRequest) -> Request:
+    """The review's request as the decision core reads it (the wire model stays on this side)."""
+    return Request(
+        uid=r.uid,
+        user=r.user_info.username,
+        groups=tuple(r.user_info.groups),
+        operation=r.operation,
+        api_group=r.resource.group,
+        api_version=r.resource.version,
+        resource=r.resource.resource,
+        subresource=r.sub_resource or "",
+        kind=r.kind.kind,
+        namespace=r.namespace or "",
+        name=r.name or "",
+        dry_run=bool(r.dry_run),
+        object=r.object,
+        old_object=r.old_object,
+    )
 
 
 def nested_at_most(body: bytes | bytearray, depth: int) -> bool:

@@ -6,7 +6,7 @@ certificates through oscrypto (broken on OpenSSL 3).
 
 The request path is: refuse compressed bodies -> wait for room in the memory budget
 (``budget.Gate``) -> read body -> ``codec.parse_review`` (decoded and schema-checked in one
-pass) -> ``decide.request_from_review`` -> ``decide.decide`` against the store's current
+pass) -> ``codec.request_from_review`` -> ``decide.decide`` against the store's current
 snapshot -> ``responses.build_response``, encoded to bytes in one step. It runs
 on the event loop thread: a decision is ~100 µs of pure computation on an immutable snapshot,
 cheaper than a hop to a thread pool, and it never calls the Kubernetes API -- everything a
@@ -190,7 +190,7 @@ class _Routes:
     ) -> web.StreamResponse:
         now = self.clock()
         try:
-            request = decide.request_from_review(admission_request)
+            request = codec.request_from_review(admission_request)
             if self.store.ready:
                 snapshot = self.store.published()
                 decision = decide_with(lambda: decide.decide(request, snapshot=snapshot, now=now))

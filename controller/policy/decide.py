@@ -35,11 +35,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from controller.model import crds, review
+from controller.model import crds
 from controller.policy import approvals, explain, index, matching, schedules, validation
 from controller.policy.request import Decision, Reason, Request
 
-__all__ = ["Decision", "Reason", "Request", "decide", "request_from_review"]
+__all__ = ["Decision", "Reason", "Request", "decide"]
 
 BUILTIN_EXEMPT_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 BUILTIN_EXEMPT_GROUPS = frozenset({"system:nodes", "system:serviceaccounts:kube-system"})
@@ -64,25 +64,6 @@ _PROGRESS = {
     Reason.IDENTITY_EXPIRED: 4,
     Reason.OUTSIDE_WORK_HOURS: 5,
 }
-
-
-def request_from_review(r: review.AdmissionRequest) -> Request:
-    return Request(
-        uid=r.uid,
-        user=r.user_info.username,
-        groups=tuple(r.user_info.groups),
-        operation=r.operation,
-        api_group=r.resource.group,
-        api_version=r.resource.version,
-        resource=r.resource.resource,
-        subresource=r.sub_resource or "",
-        kind=r.kind.kind,
-        namespace=r.namespace or "",
-        name=r.name or "",
-        dry_run=bool(r.dry_run),
-        object=r.object,
-        old_object=r.old_object,
-    )
 
 
 def decide(

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import hypothesis
+import msgspec
 import pytest
 from hypothesis import strategies as st
 
@@ -212,3 +213,29 @@ def test_nesting_bound_lets_ordinary_reviews_through() -> None:
     wide = [{"name": f"e{i}", "value": '[{"x"}]', "list": [1, {"a": []}]} for i in range(300)]
     assert codec.nested_at_most(json.dumps(_review(object={"items": wide})).encode(), 200)
     assert not codec.nested_at_most(b"[" * 201 + b"]" * 201, 200)
+
+
+def test_request_from_review_flattens_the_admission_request() -> None:
+    r = msgspec.convert(
+        {
+            "uid": "abc",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "subResource": "scale",
+            "name": "web",
+            "namespace": "payments",
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice", "groups": ["g1"]},
+            "dryRun": True,
+        },
+        review_model.AdmissionRequest,
+    )
+    req = codec.request_from_review(r)
+    assert (req.uid, req.user, req.groups, req.resource, req.subresource, req.dry_run) == (
+        "abc",
+        "alice",
+        ("g1",),
+        "deployments",
+        "scale",
+        True,
+    )

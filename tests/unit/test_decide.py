@@ -7,12 +7,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.model import crds, review
+from controller.model import crds
 from controller.policy import approvals, decide, index, schedules
 
 UTC = dt.UTC
@@ -925,32 +924,6 @@ def test_decide_fails_closed_when_something_breaks() -> None:
     d = run(snap=snap)
     assert (d.allowed, d.reason) == (False, decide.Reason.INVALID)
     assert "cron exploded" in d.message
-
-
-def test_request_from_review_flattens_the_admission_request() -> None:
-    r = msgspec.convert(
-        {
-            "uid": "abc",
-            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-            "subResource": "scale",
-            "name": "web",
-            "namespace": "payments",
-            "operation": "UPDATE",
-            "userInfo": {"username": "alice", "groups": ["g1"]},
-            "dryRun": True,
-        },
-        review.AdmissionRequest,
-    )
-    req = decide.request_from_review(r)
-    assert (req.uid, req.user, req.groups, req.resource, req.subresource, req.dry_run) == (
-        "abc",
-        "alice",
-        ("g1",),
-        "deployments",
-        "scale",
-        True,
-    )
 
 
 # -- the caches behind decide() against the timelines they cache -------------------------------
