@@ -54,7 +54,8 @@ def record(
         "resource": resource_name(request),
         "namespace": request.namespace,
         "name": request.name,
-        "decision": "allow" if decision.allowed else "deny",
+        "decision": decision.verdict,
+        "allowed": decision.allowed,
         "reason": str(decision.reason),
         "policy": decision.policy,
         "window": decision.window,
@@ -79,7 +80,8 @@ def line(
         f'{{"ts":{q(now.isoformat())},"uid":{q(request.uid)},"user":{q(request.user)},'
         f'"operation":{q(request.operation)},"resource":{q(resource_name(request))},'
         f'"namespace":{q(request.namespace)},"name":{q(request.name)},'
-        f'"decision":{_ALLOW if decision.allowed else _DENY},"reason":{q(str(decision.reason))},'
+        f'"decision":{_ALLOW if decision.verdict == "allow" else _DENY},'
+        f'"allowed":{"true" if decision.allowed else "false"},"reason":{q(str(decision.reason))},'
         f'"policy":{_optional(decision.policy)},"window":{_optional(decision.window)},'
         f'"ticket":{_optional(decision.ticket)},'
         f'"mode":{"null" if mode is None else q(str(mode))},'

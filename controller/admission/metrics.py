@@ -7,10 +7,11 @@ Dry-run requests (``kubectl apply --dry-run=server``) are decided like any other
 counted in ``changegate_decisions_total`` under ``dry_run="true"``, so dashboards that count
 admitted changes filter ``dry_run="false"``; they never count as emergency changes.
 
-``decision`` is what the webhook answered (``allow``/``deny``). A change admitted by a Warn or
-Audit policy that would otherwise be denied shows as ``decision="allow"`` with the deny
-``reason`` and ``mode="Warn"``/``"Audit"`` -- which is exactly the "what would Enforce break"
-query a platform team runs before switching a policy to Enforce.
+Two words, as in the audit annotations and the decision log line: ``decision`` is the
+policies' verdict (``allow``/``deny``), ``allowed`` the webhook's answer (``true``/``false``).
+They differ only when a Warn or Audit policy admits what it would deny: ``decision="deny"``,
+``allowed="true"``, ``mode="Warn"``/``"Audit"`` -- exactly the "what would Enforce break" query a
+platform team runs before switching a policy to Enforce.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Metrics:
         self.registry = registry if registry is not None else prometheus_client.CollectorRegistry()
         self.decisions = prometheus_client.Counter(
             "changegate_decisions_total",
-            "Admission decisions by answer, reason, deciding policy and its enforcement mode.",
-            ["decision", "reason", "policy", "mode", "dry_run"],
+            "Admission decisions by verdict, answer, reason, deciding policy and its enforcement mode.",
+            ["decision", "allowed", "reason", "policy", "mode", "dry_run"],
             registry=self.registry,
         )
         self.duration = prometheus_client.Histogram(
@@ -84,7 +85,8 @@ class Metrics:
     def observe_decision(self, *, decision: decide.Decision, dry_run: bool, seconds: float) -> None:
         """Count one answered review and its latency."""
         key = (
-            "allow" if decision.allowed else "deny",
+            decision.verdict,
+            "true" if decision.allowed else "false",
             str(decision.reason),
             decision.policy or "",
             str(decision.mode) if decision.mode is not None else "",

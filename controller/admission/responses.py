@@ -89,7 +89,7 @@ def audit_annotations_for(decision: decide.Decision) -> dict[str, str]:
     keys the API server would reject are dropped rather than failing the whole response.
     """
     base: dict[str, str] = {
-        "decision": "allow" if decision.allowed else "deny",
+        "decision": decision.verdict,
         "reason": str(decision.reason),
     }
     optional: Mapping[str, str | None] = {

@@ -74,7 +74,7 @@ def cmd_can_i(c: context.Ctx) -> int:
         context.dump(
             {
                 "allowed": decision.allowed,
-                "outcome": decision.outcome,
+                "verdict": decision.verdict,
                 "reason": str(decision.reason),
                 "mode": str(decision.mode) if decision.mode else None,
                 "message": decision.message,

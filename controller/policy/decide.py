@@ -85,7 +85,7 @@ def decide(
     except Exception as e:  # fail closed, with the cause in the message
         return _decision(
             allowed=False,
-            outcome="deny",
+            verdict="deny",
             reason=Reason.INVALID,
             mode=crds.Enforcement.ENFORCE,
             message=explain.internal_error(e),
@@ -165,7 +165,7 @@ def _decide(
     ):
         return _decision(
             allowed=True,
-            outcome="allow",
+            verdict="allow",
             reason=Reason.STATUS_SUBRESOURCE,
             mode=None,
             request=request,
@@ -187,7 +187,7 @@ def _decide(
     ):
         return _decision(
             allowed=False,
-            outcome="deny",
+            verdict="deny",
             reason=Reason.UNKNOWN_NAMESPACE,
             mode=crds.Enforcement.ENFORCE,
             message=explain.unknown_namespace(
@@ -218,12 +218,12 @@ def _decide(
         policies = _with_scope_changes(policies, request, snapshot)
     if not policies:
         return _decision(
-            allowed=True, outcome="allow", reason=Reason.NOT_CONTROLLED, mode=None, request=request
+            allowed=True, verdict="allow", reason=Reason.NOT_CONTROLLED, mode=None, request=request
         )
     if request.operation == "UPDATE" and is_bookkeeping_update(request.object, request.old_object):
         return _decision(
             allowed=True,
-            outcome="allow",
+            verdict="allow",
             reason=Reason.NO_OP,
             mode=_strictest(policies),
             request=request,
@@ -233,11 +233,11 @@ def _decide(
         # Exempt from every policy alike: no need to look at a single window.
         return _decision(
             allowed=True,
-            outcome="allow",
+            verdict="allow",
             reason=Reason.EXEMPT,
             mode=_strictest(policies),
             request=request,
-            verdict=_Verdict(policy=policies[0], allow=True, reason=Reason.EXEMPT),
+            deciding=_Verdict(policy=policies[0], allow=True, reason=Reason.EXEMPT),
         )
 
     ctx = _context(request, snapshot=snapshot, now=now)
@@ -600,12 +600,12 @@ def _deny(denying: list[_Verdict], ctx: _Context) -> Decision:
     mode = spec.enforcement
     return _decision(
         allowed=mode is not crds.Enforcement.ENFORCE,
-        outcome="deny",
+        verdict="deny",
         reason=chosen.reason,
         mode=mode,
         message=message,
         request=req,
-        verdict=chosen,
+        deciding=chosen,
         warnings=(message,) if mode is crds.Enforcement.WARN else (),
     )
 
@@ -640,11 +640,11 @@ def _allow(verdicts: list[_Verdict], ctx: _Context) -> Decision:
                 warnings.append(text)
     return _decision(
         allowed=True,
-        outcome="allow",
+        verdict="allow",
         reason=chosen.reason,
         mode=chosen.policy.policy.spec.enforcement,
         request=ctx.request,
-        verdict=chosen,
+        deciding=chosen,
         warnings=tuple(warnings),
     )
 
@@ -658,7 +658,7 @@ def _validate_own(
         details = "; ".join(f"{path}: {msg}" for path, msg in result.errors)
         return _decision(
             allowed=False,
-            outcome="deny",
+            verdict="deny",
             reason=Reason.INVALID,
             mode=crds.Enforcement.ENFORCE,
             message=f"changegate denied {request.operation} {request.resource}.{crds.GROUP} {what} for {request.user}: {details}",
@@ -667,7 +667,7 @@ def _validate_own(
         )
     return _decision(
         allowed=True,
-        outcome="allow",
+        verdict="allow",
         reason=Reason.VALID,
         mode=None,
         request=request,
@@ -678,24 +678,24 @@ def _validate_own(
 def _decision(
     *,
     allowed: bool,
-    outcome: Literal["allow", "deny"],
+    verdict: Literal["allow", "deny"],
     reason: Reason,
     mode: crds.Enforcement | None,
     request: Request,
     message: str = "",
-    verdict: _Verdict | None = None,
+    deciding: _Verdict | None = None,
     warnings: tuple[str, ...] = (),
     field_errors: tuple[tuple[str, str], ...] = (),
 ) -> Decision:
-    w = verdict.window if verdict is not None else None
-    policy = verdict.policy.name if verdict is not None else None
+    w = deciding.window if deciding is not None else None
+    policy = deciding.policy.name if deciding is not None else None
     window = w.name if w is not None else None
     ticket = w.window.spec.ticket if w is not None else None
-    approvers = verdict.approvers if verdict is not None else ()
-    identity = verdict.identity if verdict is not None else None
+    approvers = deciding.approvers if deciding is not None else ()
+    identity = deciding.identity if deciding is not None else None
     emergency = reason is Reason.EMERGENCY
     annotations = {
-        "decision": outcome,
+        "decision": verdict,
         "reason": str(reason),
         "mode": str(mode) if mode is not None else "",
         "policy": policy or "",
@@ -710,7 +710,7 @@ def _decision(
         annotations["dryRun"] = "true"
     return Decision(
         allowed=allowed,
-        outcome=outcome,
+        verdict=verdict,
         reason=reason,
         mode=mode,
         message=message,

@@ -70,7 +70,9 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool  # what the webhook answers
-    outcome: Literal["allow", "deny"]  # what the policies concluded (Warn/Audit admit a deny)
+    #: The policies' verdict; ``allowed`` is the webhook's answer. They differ only when a
+    #: Warn or Audit policy admits what it would deny (verdict "deny", allowed True).
+    verdict: Literal["allow", "deny"]
     reason: Reason
     mode: crds.Enforcement | None  # enforcement of the deciding policy (None: not controlled)
     message: str  # one actionable line (denials, Warn); "" when nothing to say
@@ -91,7 +93,7 @@ class Decision:
         would deny, so until every kind is listed the only honest answer is "not yet"."""
         return cls(
             allowed=False,
-            outcome="deny",
+            verdict="deny",
             reason=Reason.STARTING,
             mode=None,
             message=STARTING_MESSAGE,

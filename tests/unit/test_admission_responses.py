@@ -27,7 +27,7 @@ DENY_MESSAGE = (
 def _decision(**fields: Any) -> decide.Decision:
     base: dict[str, Any] = {
         "allowed": True,
-        "outcome": "allow",
+        "verdict": "allow",
         "reason": decide.Reason.NOT_CONTROLLED,
         "mode": None,
         "message": "",
@@ -46,7 +46,7 @@ def _decision(**fields: Any) -> decide.Decision:
 
 DENIED = _decision(
     allowed=False,
-    outcome="deny",
+    verdict="deny",
     reason=decide.Reason.NO_WINDOW,
     mode=crds.Enforcement.ENFORCE,
     message=DENY_MESSAGE,
@@ -121,7 +121,7 @@ def test_warn_mode_admits_with_the_denial_text_as_a_warning() -> None:
 def test_denial_without_a_message_still_explains_itself() -> None:
     invalid = _decision(
         allowed=False,
-        outcome="deny",
+        verdict="deny",
         reason=decide.Reason.INVALID,
         field_errors=(("spec.schedule.timeZone", "unknown time zone 'Mars/Base'"),),
     )
@@ -251,6 +251,7 @@ def test_decision_log_record_has_every_field_named_by_the_spec() -> None:
         "namespace": "payments",
         "name": "web",
         "decision": "deny",
+        "allowed": False,
         "reason": "NoWindow",
         "policy": "payments-prod",
         "window": None,
@@ -349,7 +350,13 @@ def test_dry_runs_are_counted_apart_and_never_as_emergency_changes() -> None:
     metrics.observe_decision(decision=emergency, dry_run=True, seconds=0.001)
     metrics.observe_decision(decision=emergency, dry_run=False, seconds=0.001)
     metrics.observe_decision(decision=emergency, dry_run=False, seconds=0.001)
-    labels = {"decision": "allow", "reason": "Emergency", "policy": "p", "mode": ""}
+    labels = {
+        "decision": "allow",
+        "allowed": "true",
+        "reason": "Emergency",
+        "policy": "p",
+        "mode": "",
+    }
     assert _sample(metrics, "changegate_decisions_total", {**labels, "dry_run": "true"}) == 1
     assert _sample(metrics, "changegate_decisions_total", {**labels, "dry_run": "false"}) == 2
     assert (
@@ -373,3 +380,31 @@ def test_metrics_live_in_their_own_registry() -> None:
     one.set_index_ready(True)
     assert _sample(one, "changegate_index_ready", {}) == 1
     assert _sample(two, "changegate_index_ready", {}) == 0
+
+
+def test_verdict_and_answer_have_one_name_each_in_audit_log_line_and_metrics() -> None:
+    # A Warn-mode denial: the policies said deny (the verdict), the webhook admitted (the
+    # answer). Every output names the verdict ``decision`` and the answer ``allowed``.
+    assert (WARNED.verdict, WARNED.allowed) == ("deny", True)
+    response = responses.build_response(uid=UID, decision=WARNED)["response"]
+    assert (response["allowed"], response["auditAnnotations"]["decision"]) == (True, "deny")
+    now = datetime.datetime(2026, 12, 1, 14, 0, tzinfo=datetime.UTC)
+    line = decisionlog.record(request=_log_request(), decision=WARNED, now=now, latency_s=0.0)
+    assert (line["decision"], line["allowed"], line["mode"]) == ("deny", True, "Warn")
+    metrics = metrics_mod.Metrics()
+    metrics.observe_decision(decision=WARNED, dry_run=False, seconds=0.001)
+    labels = {"reason": "NoWindow", "policy": "payments-prod", "mode": "Warn", "dry_run": "false"}
+    assert (
+        _sample(
+            metrics, "changegate_decisions_total", {**labels, "decision": "deny", "allowed": "true"}
+        )
+        == 1
+    )
+    assert (
+        _sample(
+            metrics,
+            "changegate_decisions_total",
+            {**labels, "decision": "allow", "allowed": "true"},
+        )
+        is None
+    )

@@ -419,7 +419,7 @@ async def test_one_json_log_line_per_decision(
     assert line["latency_ms"] >= 0
 
 
-async def test_metrics_count_decisions_by_answer_reason_policy_mode_and_dry_run(
+async def test_metrics_count_decisions_by_verdict_answer_reason_policy_mode_and_dry_run(
     client_for: ClientFactory,
 ) -> None:
     app = server.build_app(store=_synced_store(), clock=lambda: NOW)
@@ -439,9 +439,10 @@ async def test_metrics_count_decisions_by_answer_reason_policy_mode_and_dry_run(
         for s in family.samples
     }
 
-    def decisions(answer: str, reason: str, dry_run: str) -> float | None:
+    def decisions(verdict: str, reason: str, dry_run: str) -> float | None:
         labels = {
-            "decision": answer,
+            "decision": verdict,
+            "allowed": "true" if verdict == "allow" else "false",  # Enforce: the answer agrees
             "reason": reason,
             "policy": "payments-prod",
             "mode": "Enforce",

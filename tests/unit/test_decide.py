@@ -184,7 +184,7 @@ def test_connect_to_pod_subresource_is_controlled_when_named() -> None:
 
 def test_approved_window_with_designated_identity_allows() -> None:
     d = run()
-    assert (d.allowed, d.outcome, d.reason) == (True, "allow", decide.Reason.WINDOW)
+    assert (d.allowed, d.verdict, d.reason) == (True, "allow", decide.Reason.WINDOW)
     assert (d.policy, d.window, d.ticket, d.identity) == (
         "payments-prod",
         "w1",
@@ -498,7 +498,7 @@ def test_strictest_enforcement_among_denying_policies_decides(
 ) -> None:
     ps = [policy(f"p{i}", enforcement=m) for i, m in enumerate(modes)]
     d = run(snap=snapshot(policies=ps, windows=[]))
-    assert (d.allowed, d.outcome, d.mode) == (allowed, "deny", mode)
+    assert (d.allowed, d.verdict, d.mode) == (allowed, "deny", mode)
     assert (d.warnings == (d.message,)) is warned
 
 

@@ -115,7 +115,7 @@ def request(**kw: Any) -> decide.Request:
 def decision(**kw: Any) -> decide.Decision:
     base: dict[str, Any] = dict(
         allowed=False,
-        outcome="deny",
+        verdict="deny",
         reason=decide.Reason.NO_WINDOW,
         mode=None,
         message="changegate denied ...",
@@ -137,15 +137,15 @@ def decision(**kw: Any) -> decide.Decision:
         (request(), decision(), events.CHANGE_DENIED),
         (request(dry_run=True), decision(), None),
         (request(), decision(reason=decide.Reason.STARTING), None),
-        (request(), decision(allowed=True, outcome="allow", reason=decide.Reason.WINDOW), None),
+        (request(), decision(allowed=True, verdict="allow", reason=decide.Reason.WINDOW), None),
         (
             request(),
-            decision(allowed=True, outcome="allow", reason=decide.Reason.EMERGENCY, emergency=True),
+            decision(allowed=True, verdict="allow", reason=decide.Reason.EMERGENCY, emergency=True),
             events.EMERGENCY_CHANGE,
         ),
         (
             request(dry_run=True),
-            decision(allowed=True, outcome="allow", reason=decide.Reason.EMERGENCY, emergency=True),
+            decision(allowed=True, verdict="allow", reason=decide.Reason.EMERGENCY, emergency=True),
             None,
         ),
     ],
