@@ -23,19 +23,13 @@ import threading
 import time
 from typing import Any
 
-from controller.policy import decide
+from controller.policy import decide, explain
 
 logger = logging.getLogger("changegate.decisions")
 
 #: The encoder the line's strings go through: ``ensure_ascii=False`` as for the whole line.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _string: Any = json.encoder.encode_basestring  # the C encoder of one JSON string (no escaping \u)
-
-
-def resource_name(request: decide.Request) -> str:
-    """``deployments.apps``, ``pods/exec``, ``deployments.apps/scale`` -- as kubectl names them."""
-    name = f"{request.resource}.{request.api_group}" if request.api_group else request.resource
-    return f"{name}/{request.subresource}" if request.subresource else name
 
 
 def record(
@@ -51,7 +45,7 @@ def record(
         "uid": request.uid,
         "user": request.user,
         "operation": request.operation,
-        "resource": resource_name(request),
+        "resource": _resource(request),
         "namespace": request.namespace,
         "name": request.name,
         "decision": decision.verdict,
@@ -78,7 +72,7 @@ def line(
     mode = decision.mode
     return (
         f'{{"ts":{q(now.isoformat())},"uid":{q(request.uid)},"user":{q(request.user)},'
-        f'"operation":{q(request.operation)},"resource":{q(resource_name(request))},'
+        f'"operation":{q(request.operation)},"resource":{q(_resource(request))},'
         f'"namespace":{q(request.namespace)},"name":{q(request.name)},'
         f'"decision":{_ALLOW if decision.verdict == "allow" else _DENY},'
         f'"allowed":{"true" if decision.allowed else "false"},"reason":{q(str(decision.reason))},'
@@ -92,6 +86,12 @@ def line(
 
 _ALLOW = '"allow"'
 _DENY = '"deny"'
+
+
+def _resource(request: decide.Request) -> str:
+    return explain.resource_label(
+        api_group=request.api_group, resource=request.resource, subresource=request.subresource
+    )
 
 
 def _optional(value: str | None) -> str:
