@@ -60,11 +60,13 @@ class Store:
         self._build_lock = threading.Lock()  # one build at a time
         self.rebuild_in_background = False
         """Set by the operator, which then rebuilds in a worker thread after every change
-        (``published()`` no longer builds on the caller's thread)."""
+        (``snapshot()`` no longer builds on the caller's thread)."""
         self.errors: dict[tuple[str, str], list[tuple[str, str]]] = {}
         """Field errors of objects currently left out, by (kind, name)."""
         self.validated: dict[str, int] = dict.fromkeys(KINDS[:3], 0)
         """Bodies validated into models so far, per kind (``work()``)."""
+        self.builds = 0
+        """Snapshots built so far."""
         self.windows_compiled = 0
         """Windows compiled by snapshot builds so far (the rest were reused)."""
 
@@ -188,24 +190,23 @@ class Store:
         """The ChangeWindow spec as the API server stored it (what specHash is over)."""
         return self._raw_specs.get(name)
 
-    @property
-    def latest(self) -> index.Snapshot | None:
-        """The last snapshot built, stale or not; None before the first build. Never builds."""
-        return self._snapshot
+    def snapshot(self) -> index.Snapshot:
+        """The snapshot to decide against -- the one getter, for the webhook, the reconciler
+        and the CLI alike.
 
-    def published(self) -> index.Snapshot:
-        """The snapshot for the request path: the last one built, without waiting.
-
-        With ``rebuild_in_background`` the request path never builds (nor waits on a build in
-        another thread) once a first snapshot exists; without it this is ``snapshot()``.
+        With ``rebuild_in_background`` (the operator) this is the last snapshot published by
+        ``rebuild``, without waiting: the request path never builds, nor waits on a build in
+        another thread, once a first snapshot exists. Without it (tests, the CLI) the reader
+        rebuilds first if anything changed.
         """
-        current = self.latest
+        current = self._snapshot
         if current is not None and (self.rebuild_in_background or not self._stale):
             return current
-        return self.snapshot()
+        return self.rebuild()
 
-    def snapshot(self) -> index.Snapshot:
-        """The current immutable snapshot, rebuilt once after any number of changes.
+    def rebuild(self) -> index.Snapshot:
+        """Build and publish a new immutable snapshot if anything changed since the last one
+        (once after any number of changes); return the newest.
 
         The inputs are copied under the lock and the index is built outside it, so ``apply``
         (on the operator's event loop) never waits for a build running in another thread; an
@@ -233,6 +234,7 @@ class Store:
                 previous=previous,
             )
             self._snapshot = built
+            self.builds += 1
             self.windows_compiled += built.windows_compiled
             return built
 

@@ -192,7 +192,7 @@ class _Routes:
         try:
             request = codec.request_from_review(admission_request)
             if self.store.ready:
-                snapshot = self.store.published()
+                snapshot = self.store.snapshot()
                 decision = decide_with(lambda: decide.decide(request, snapshot=snapshot, now=now))
                 if decision.reason is decide.Reason.UNKNOWN_NAMESPACE:
                     # The index has not seen this namespace yet (created a moment ago): never

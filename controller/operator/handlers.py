@@ -88,7 +88,7 @@ class Watches:
         # Compile every schedule before declaring readiness, so the first requests after a
         # start do not each pay for a cron walk (seconds in total at 10,000 windows).
         now = datetime.datetime.now(datetime.UTC)
-        await asyncio.to_thread(lambda: self.store.snapshot().prime(now))
+        await asyncio.to_thread(lambda: self.store.rebuild().prime(now))
         freeze_long_lived()
         for kind in KINDS:
             self.store.mark_synced(kind)
@@ -202,7 +202,7 @@ async def keep_snapshot_fresh(
 ) -> None:
     """Rebuild the Store's snapshot in a worker thread after changes, coalescing bursts.
 
-    The webhook reads ``store.published()``, the last snapshot built here, so a rebuild (about
+    The webhook reads ``store.snapshot()``, the last snapshot built here, so a rebuild (about
     20 ms after one window event, 170 ms after a namespace relabel at 10,000 windows) never
     blocks the event loop that answers admission requests. Decisions lag a watch event by
     that rebuild, the same order as the watch's own delivery delay.
@@ -217,11 +217,11 @@ async def keep_snapshot_fresh(
             # every batch of the initial listing redid a 10,000-window index over and over.
             # The sync wakes this task once more (``run``), for what arrived meanwhile.
             continue
-        before = store.latest
+        before = store.builds
         try:
-            after = await asyncio.to_thread(store.snapshot)
+            await asyncio.to_thread(store.rebuild)
         except Exception:  # a bad object must not stop future rebuilds
             logger.exception("snapshot rebuild failed; keeping the previous one")
             continue
-        if after is not before:  # a namespace event that changed no label builds nothing
+        if store.builds != before:  # a namespace event that changed no label builds nothing
             on_rebuilt()

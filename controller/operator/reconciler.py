@@ -150,7 +150,7 @@ class Reconciler:
     def desired_webhook(self, snapshot: Any = None) -> dict[str, Any]:
         """The configuration for the published snapshot's policies and the current CA."""
         if snapshot is None:
-            snapshot = self._store.published()
+            snapshot = self._store.snapshot()
         s = self._settings
         return webhook.build_webhook_configuration(
             policies=snapshot.policies.values(),
@@ -168,7 +168,7 @@ class Reconciler:
         """One pass; returns when the next pass is due by time alone."""
         # The snapshot the webhook decides from; the rebuild task pokes us when a newer one
         # is published, so status never lags the index by more than one pass.
-        snapshot = self._store.published()
+        snapshot = self._store.snapshot()
         await self._webhooks.reconcile(self.desired_webhook(snapshot))
 
         now = self._clock()

@@ -81,7 +81,7 @@ async def test_reconciler_is_poked_once_per_new_snapshot_not_per_event() -> None
         store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "1"}}})
         wake.set()
         await settle(1)
-        assert len(pokes) == 1 and store.published().namespaces == {"a": {"t": "1"}}
+        assert len(pokes) == 1 and store.snapshot().namespaces == {"a": {"t": "1"}}
 
         # A namespace event that changes no label builds nothing, so nobody is poked.
         store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "1"}}})
@@ -93,7 +93,7 @@ async def test_reconciler_is_poked_once_per_new_snapshot_not_per_event() -> None
         store.apply("Namespace", "upsert", {"metadata": {"name": "a", "labels": {"t": "2"}}})
         wake.set()
         await settle(2)
-        assert len(pokes) == 2 and store.published().namespaces == {"a": {"t": "2"}}
+        assert len(pokes) == 2 and store.snapshot().namespaces == {"a": {"t": "2"}}
     finally:
         task.cancel()
 
@@ -130,7 +130,7 @@ async def test_no_snapshot_is_built_before_the_initial_sync() -> None:
         wake.set()
         for _ in range(20):
             await asyncio.sleep(0.01)
-        assert store.latest is None and pokes == []
+        assert store.builds == 0 and pokes == []
         for kind in stores.KINDS:
             store.mark_synced(kind)
         wake.set()
@@ -138,6 +138,6 @@ async def test_no_snapshot_is_built_before_the_initial_sync() -> None:
             if pokes:
                 break
             await asyncio.sleep(0.01)
-        assert pokes == [1] and store.published().namespaces == {"a": {"t": "1"}}
+        assert pokes == [1] and store.snapshot().namespaces == {"a": {"t": "1"}}
     finally:
         task.cancel()
