@@ -25,7 +25,7 @@ import yaml
 
 from controller.model import crds
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "crds"
 EXAMPLES_DIR = ROOT / "examples"
 

@@ -10,7 +10,7 @@ import yaml
 
 from controller.devcluster import cluster
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 POLICY = ROOT / "docs" / "audit-policy.yaml"
 
 
