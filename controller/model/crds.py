@@ -6,7 +6,7 @@ field is reported by pydantic with its location (``spec.schedule.timeZone``) and
 below this layer ever sees an invalid value.
 
 ``crds/*.yaml`` hold the OpenAPI schemas the API server enforces; a test keeps the two in
-agreement (tests/unit/test_crd_models_agree.py).
+agreement (tests/unit/model/test_crd_models_agree.py).
 """
 
 from __future__ import annotations
