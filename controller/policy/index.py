@@ -260,7 +260,7 @@ class CompiledPolicy:
         self.policy = policy
         match = policy.spec.match
         self.effective = matching.effective_rules(match.resources)
-        self.rules = tuple(matching.CompiledRule(r) for r in self.effective)
+        self.rules = tuple(matching.CompiledRule.of(r) for r in self.effective)
         self.namespaces = frozenset(match.namespaces)
         self.exclude = frozenset(match.exclude_namespaces)
         self.selector = match.namespace_selector

@@ -583,7 +583,7 @@ def open_paths(policy: crds.ChangePolicy) -> list[str]:
     team must decide on, because changegate cannot tell whether leaving them open is meant.
     """
     rules = [
-        matching.CompiledRule(r) for r in matching.effective_rules(policy.spec.match.resources)
+        matching.CompiledRule.of(r) for r in matching.effective_rules(policy.spec.match.resources)
     ]
 
     def controls(group: str, resource: str, operation: str) -> bool:
