@@ -157,7 +157,9 @@ class Options:
                 }
             ),
             exempt_groups=frozenset(decide.BUILTIN_EXEMPT_GROUPS),
-            exempt_namespaces=frozenset({"kube-system", changegate_namespace, *exempt_namespaces}),
+            exempt_namespaces=frozenset(
+                {*decide.NEVER_SENT_NAMESPACES, changegate_namespace, *exempt_namespaces}
+            ),
         )
 
 

@@ -252,7 +252,7 @@ def build_webhook_configuration(
                         {
                             "key": "kubernetes.io/metadata.name",
                             "operator": "NotIn",
-                            "values": sorted({namespace, "kube-system"}),
+                            "values": sorted({namespace, *decide.NEVER_SENT_NAMESPACES}),
                         }
                     ]
                 },

@@ -43,6 +43,9 @@ __all__ = ["Decision", "Reason", "Request", "decide"]
 
 BUILTIN_EXEMPT_USERS = frozenset({"system:kube-controller-manager", "system:kube-scheduler"})
 BUILTIN_EXEMPT_GROUPS = frozenset({"system:nodes", "system:serviceaccounts:kube-system"})
+#: Namespaces the webhook never sees (its namespaceSelector), besides changegate's own: what
+#: runs the cluster must never wait for a change window.
+NEVER_SENT_NAMESPACES = frozenset({"kube-system"})
 
 BOOKKEEPING_METADATA = frozenset({"managedFields", "resourceVersion", "generation"})
 """Metadata the API server or field manager maintains; a change to only these is not a change.
