@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+import msgspec
 
 from controller.model import crds
 
@@ -47,9 +48,13 @@ class Reason(enum.StrEnum):
     UNKNOWN_NAMESPACE = "UnknownNamespace"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What a decision needs from an AdmissionRequest, flattened and immutable."""
+class Request(msgspec.Struct, frozen=True):
+    """What a decision needs from an AdmissionRequest, flattened and immutable.
+
+    A frozen msgspec Struct rather than a frozen dataclass: one of each is made per admission
+    request, and a frozen dataclass sets each field through ``object.__setattr__`` (~4 us per
+    object here, against ~1 us).
+    """
 
     uid: str
     user: str
@@ -67,8 +72,9 @@ class Request:
     old_object: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
+    """What the webhook answers and records (a frozen Struct, like ``Request``)."""
+
     allowed: bool  # what the webhook answers
     #: The policies' verdict; ``allowed`` is the webhook's answer. They differ only when a
     #: Warn or Audit policy admits what it would deny (verdict "deny", allowed True).

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
 from typing import Any
 
+import msgspec
 import pytest
 
 from controller.admission import decisionlog, responses
@@ -62,7 +62,7 @@ ADMITTED_BY_WINDOW = _decision(
     identity="payments-oncall",
     warnings=("change window chg-1234 closes in 9m (at 2026-12-02 00:00 KST)",),
 )
-WARNED = dataclasses.replace(
+WARNED = msgspec.structs.replace(
     DENIED, allowed=True, mode=crds.Enforcement.WARN, warnings=(DENY_MESSAGE,)
 )
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -748,7 +748,7 @@ def test_relabelling_a_namespace_through_status_or_finalize_is_a_scope_change() 
 
 
 def _with_subresource(req: decide.Request, sub: str) -> decide.Request:
-    return dataclasses.replace(req, subresource=sub)
+    return msgspec.structs.replace(req, subresource=sub)
 
 
 # -- paths with the same effect --------------------------------------------------------------
