@@ -136,8 +136,17 @@ _NAMES = msgspec.json.Decoder(_NameList)
 """A list response read for its names alone."""
 
 
+#: Objects per page when listing (the initial sync, the resync, kopf's own listing): one page
+#: at a time is in memory, never a whole kind.
+LIST_PAGE = 500
+
+
 def _kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    # kopf lists every kind again before it watches (all 10,000 windows in one response by
+    # default: ~200 MB of parsed JSON at once, whose freed pages the allocator then keeps);
+    # in pages, as the initial sync lists.
+    settings.watching.chunk_size = LIST_PAGE
     # kopf's own Events about handler progress would be noise next to ours.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
@@ -262,7 +271,7 @@ async def run(config: Config) -> None:
         names: set[str] = set()
         token: str | None = None
         while True:
-            page: dict[str, Any] = {"limit": 500, "_preload_content": False}
+            page: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
             if token:
                 page["_continue"] = token
             if kind == "Namespace":
@@ -280,7 +289,7 @@ async def run(config: Config) -> None:
     def list_page(
         kind: handlers.Kind, token: str | None
     ) -> tuple[list[Mapping[str, Any]], str | None]:
-        page: dict[str, Any] = {"limit": 500, **({"_continue": token} if token else {})}
+        page: dict[str, Any] = {"limit": LIST_PAGE, **({"_continue": token} if token else {})}
         if kind == "Namespace":
             listed = core.list_namespace(**page)
             items: list[Mapping[str, Any]] = [
