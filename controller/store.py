@@ -24,15 +24,17 @@ compiled window, its timeline and caches survive it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import msgspec
 import pydantic
 
 from controller.model import crds
 from controller.model import errors as model_errors
-from controller.policy import index, status
+from controller.policy import approvals, index, status
 
 Kind = Literal["ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace"]
 KINDS: tuple[Kind, ...] = ("ChangePolicy", "AuthorizedIdentity", "ChangeWindow", "Namespace")
@@ -47,7 +49,9 @@ class Store:
         self._policies: dict[str, crds.ChangePolicy] = {}
         self._identities: dict[str, crds.AuthorizedIdentity] = {}
         self._windows: dict[str, crds.ChangeWindow] = {}
-        self._raw_specs: dict[str, Mapping[str, Any]] = {}
+        # specHash of each window's spec as stored (what approvals sign), computed when its
+        # event arrives: the raw spec itself is not kept (a second copy of every window).
+        self._spec_hashes: dict[str, str] = {}
         self._versions: dict[tuple[str, str], str] = {}  # resourceVersion last applied
         # Every ChangeWindow the watch reported, valid or not: its status and generation.
         self._observed: dict[str, status.Observed] = {}
@@ -119,7 +123,9 @@ class Store:
                 self._forget(kind, name)
                 self.errors[(kind, name)] = errors
             if kind == "ChangeWindow":
-                self._observed[name] = _observed(body, errors, raw_spec=self._raw_specs.get(name))
+                self._observed[name] = _observed(
+                    body, errors, spec_digest=_digest(body.get("spec"))
+                )
             return errors
 
     def _status_only(self, name: str, body: Mapping[str, Any]) -> bool:
@@ -133,10 +139,11 @@ class Store:
         same = (
             held.uid == meta.get("uid")
             and held.generation == meta.get("generation")
-            and held.raw_spec == body.get("spec")
+            and held.spec_digest is not None
+            and held.spec_digest == _digest(body.get("spec"))
         )
         if same:
-            self._observed[name] = _observed(body, held.errors, raw_spec=held.raw_spec)
+            self._observed[name] = _observed(body, held.errors, spec_digest=held.spec_digest)
         return same
 
     def _upsert(self, kind: Kind, name: str, body: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -150,7 +157,9 @@ class Store:
             elif kind == "ChangeWindow":
                 self._windows[name] = _validate_window(body)
                 spec = body.get("spec")
-                self._raw_specs[name] = dict(spec) if isinstance(spec, Mapping) else {}
+                self._spec_hashes[name] = approvals.spec_hash(
+                    spec if isinstance(spec, Mapping) else {}
+                )
             else:
                 return [("kind", f"unknown kind {kind!r}")]
         except pydantic.ValidationError as e:
@@ -164,7 +173,7 @@ class Store:
             self._identities.pop(name, None)
         elif kind == "ChangeWindow":
             self._windows.pop(name, None)
-            self._raw_specs.pop(name, None)
+            self._spec_hashes.pop(name, None)
             self._observed.pop(name, None)
         elif kind == "Namespace":
             self._namespaces.pop(name, None)
@@ -186,9 +195,9 @@ class Store:
         with self._lock:
             return dict(self._observed)
 
-    def raw_spec(self, name: str) -> Mapping[str, Any] | None:
-        """The ChangeWindow spec as the API server stored it (what specHash is over)."""
-        return self._raw_specs.get(name)
+    def spec_hash(self, name: str) -> str | None:
+        """The specHash of the ChangeWindow's spec as the API server stored it."""
+        return self._spec_hashes.get(name)
 
     def snapshot(self) -> index.Snapshot:
         """The snapshot to decide against -- the one getter, for the webhook, the reconciler
@@ -221,14 +230,14 @@ class Store:
                 identities = list(self._identities.values())
                 windows = list(self._windows.values())
                 namespaces = dict(self._namespaces)
-                raw_specs = dict(self._raw_specs)
+                spec_hashes = dict(self._spec_hashes)
                 self._stale = False
             built = index.Snapshot.build(
                 policies=policies,
                 identities=identities,
                 windows=windows,
                 namespaces=namespaces,
-                raw_window_specs=raw_specs,
+                window_spec_hashes=spec_hashes,
                 builtin_exemptions=self._builtin_exemptions,
                 self_subject=self._self_subject,
                 previous=previous,
@@ -246,22 +255,31 @@ def _validate_window(body: Mapping[str, Any]) -> crds.ChangeWindow:
     return crds.ChangeWindow.model_validate({k: v for k, v in body.items() if k != "status"})
 
 
+def _digest(spec: object) -> bytes | None:
+    """A digest of a whole raw spec, approvals included (None: not encodable, never equal)."""
+    try:
+        return hashlib.blake2b(
+            msgspec.json.encode(spec, order="deterministic"), digest_size=16
+        ).digest()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _observed(
     body: Mapping[str, Any],
     errors: Sequence[tuple[str, str]],
     *,
-    raw_spec: Mapping[str, Any] | None = None,
+    spec_digest: bytes | None,
 ) -> status.Observed:
     meta = body.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
     current = body.get("status")
     generation = meta.get("generation")
     uid = meta.get("uid")
-    spec = body.get("spec") if raw_spec is None else raw_spec
     return status.Observed(
         status=current if isinstance(current, Mapping) else {},
         generation=generation if isinstance(generation, int) else None,
         errors=tuple(errors),
         uid=uid if isinstance(uid, str) else None,
-        raw_spec=spec if isinstance(spec, Mapping) else None,
+        spec_digest=spec_digest,
     )

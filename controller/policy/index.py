@@ -14,11 +14,12 @@ comparison instead of a cron walk. These caches are pure functions of immutable 
 sharing them between snapshots (``Snapshot.build(previous=...)``) is safe; the store uses
 that to rebuild after a watch event without recompiling 10,000 windows.
 
-specHash. With ``raw_window_specs`` the hash is of the spec exactly as the API server stores
-it — what the operator publishes and approvers sign. Without it (tests, tools) the spec is
-re-serialised from the model (``approvals.model_spec``: by alias, no None, no defaults); the
-two agree only when the raw spec was written in canonical forms (``2h`` not ``120m``, no
-explicit empty lists), so the operator always passes raw specs.
+specHash. Given (``window_spec_hashes``, from the store) or computed from ``raw_window_specs``,
+the hash is of the spec exactly as the API server stores it — what the operator publishes
+and approvers sign. Without either (tests, tools) the spec is re-serialised from the model
+(``approvals.model_spec``: by alias, no None, no defaults); the two agree only when the raw
+spec was written in canonical forms (``2h`` not ``120m``, no explicit empty lists), so the
+operator always has the store hash the raw specs.
 """
 
 from __future__ import annotations
@@ -106,23 +107,23 @@ class CompiledWindow:
         "_limits",
         "emergency",
         "name",
-        "raw_spec",
         "targets",
         "timeline",
         "uses_selector",
         "window",
     )
 
-    def __init__(self, window: crds.ChangeWindow, raw_spec: Mapping[str, Any] | None) -> None:
+    def __init__(self, window: crds.ChangeWindow, spec_hash: str | None) -> None:
+        """``spec_hash``: of the spec as the API server stores it (the store computes it when
+        the event arrives and keeps no raw spec); None: hashed from the model when asked."""
         self.name = window.metadata.name
         self.window = window
-        self.raw_spec = raw_spec
         schedule = window.spec.schedule
         self.timeline = CachedTimeline(lambda: schedules.from_schedule(schedule))
         self.targets = tuple(matching.CompiledTarget(t) for t in window.spec.targets)
         self.emergency = window.spec.emergency is not None
         self.uses_selector = any(t.selector is not None for t in self.targets)
-        self._hash: str | None = None
+        self._hash = spec_hash
         # policy name -> (the policy version counted under, its state): a policy edit (trusted
         # keys, required count) is counted afresh.
         self._approvers: dict[str, tuple[crds.ChangePolicy, approvals.ApprovalState]] = {}
@@ -206,12 +207,7 @@ class CompiledWindow:
     @property
     def spec_hash(self) -> str:
         if self._hash is None:
-            raw = (
-                self.raw_spec
-                if self.raw_spec is not None
-                else approvals.model_spec(self.window.spec)
-            )
-            self._hash = approvals.spec_hash(raw)
+            self._hash = approvals.spec_hash(approvals.model_spec(self.window.spec))
         return self._hash
 
     def covers(
@@ -532,13 +528,18 @@ class Snapshot:
         windows: Iterable[crds.ChangeWindow],
         namespaces: Mapping[str, Mapping[str, str]],
         raw_window_specs: Mapping[str, Mapping[str, Any]] | None = None,
+        window_spec_hashes: Mapping[str, str] | None = None,
         builtin_exemptions: bool = True,
         self_subject: crds.Subject | None = None,
         previous: Snapshot | None = None,
     ) -> Snapshot:
         """Index the given objects. ``previous`` lends what did not change.
 
-        "Unchanged" is object identity (``is``) of the model and the raw spec: the store keeps
+        Each window's specHash comes from ``window_spec_hashes`` (the store's, computed from
+        the raw spec when its event arrived) or is computed here from ``raw_window_specs``
+        (tests, tools); a window in neither is hashed from its model.
+
+        "Unchanged" is object identity (``is``) of the model and an equal specHash: the store keeps
         the same objects until a watch event replaces them, so this is exact and O(1) per
         object. Compiled windows/policies/identities (timelines, hashes, caches) are reused;
         the window index is patched for the changed windows instead of rebuilt, unless the
@@ -555,7 +556,10 @@ class Snapshot:
                 identities=identities,
                 windows=windows,
                 namespaces=namespaces,
-                raw_window_specs=raw_window_specs,
+                spec_hashes={
+                    **{n: approvals.spec_hash(r) for n, r in (raw_window_specs or {}).items()},
+                    **(window_spec_hashes or {}),
+                },
                 builtin_exemptions=builtin_exemptions,
                 self_subject=self_subject,
                 previous=previous,
@@ -572,12 +576,11 @@ class Snapshot:
         identities: Iterable[crds.AuthorizedIdentity],
         windows: Iterable[crds.ChangeWindow],
         namespaces: Mapping[str, Mapping[str, str]],
-        raw_window_specs: Mapping[str, Mapping[str, Any]] | None,
+        spec_hashes: Mapping[str, str],
         builtin_exemptions: bool,
         self_subject: crds.Subject | None,
         previous: Snapshot | None,
     ) -> Snapshot:
-        raws = raw_window_specs or {}
         prev_p = previous.compiled_policies if previous is not None else {}
         prev_i = previous.compiled_identities if previous is not None else {}
         prev_w = previous.compiled_windows if previous is not None else {}
@@ -598,12 +601,12 @@ class Snapshot:
         added: list[CompiledWindow] = []
         for w in windows:
             name = w.metadata.name
-            raw = raws.get(name)
+            given = spec_hashes.get(name)
             old_w = prev_w.get(name)
-            if old_w is not None and old_w.window is w and old_w.raw_spec is raw:
+            if old_w is not None and old_w.window is w and given in (None, old_w._hash):
                 cw[name] = old_w
             else:
-                cw[name] = CompiledWindow(w, raw)
+                cw[name] = CompiledWindow(w, given)
                 added.append(cw[name])
 
         current: Mapping[str, Mapping[str, str]] = dict(namespaces)

@@ -84,8 +84,8 @@ class WindowStatus:
 def window_status(
     window: crds.ChangeWindow,
     *,
-    raw_spec: Mapping[str, Any],
     snapshot: index.Snapshot,
+    raw_spec: Mapping[str, Any] | None = None,
     now: datetime.datetime,
 ) -> WindowStatus:
     compiled = snapshot.compiled_windows.get(window.metadata.name)
@@ -93,7 +93,12 @@ def window_status(
         compiled = None  # another version of the window than the snapshot's
     # The snapshot's compiled window has the hash and the timeline already (the operator's
     # case); the CLI's windows are read afresh and get both computed here.
-    spec_hash = compiled.spec_hash if compiled is not None else approvals.spec_hash(raw_spec)
+    if compiled is not None:
+        spec_hash = compiled.spec_hash
+    else:
+        spec_hash = approvals.spec_hash(
+            raw_spec if raw_spec is not None else approvals.model_spec(window.spec)
+        )
     policies = snapshot.policies_for_window(window)
     states = approvals.approval_states(
         window, current_hash=spec_hash, policies=[p.policy for p in policies]
@@ -299,14 +304,15 @@ class Observed:
     """A ChangeWindow as the watch last reported it, for the status it has and should have.
 
     ``errors``: the window does not validate (it is out of the index; its status says why).
-    ``uid`` and ``raw_spec`` let the store tell a status-only event from a change.
+    ``uid`` and ``spec_digest`` (a digest of the whole raw spec, approvals included) let the
+    store tell a status-only event from a change without keeping the raw spec.
     """
 
     status: Mapping[str, Any]
     generation: int | None
     errors: tuple[tuple[str, str], ...] = ()
     uid: str | None = None
-    raw_spec: Mapping[str, Any] | None = None
+    spec_digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,9 +432,7 @@ def plan_status_writes(
         if compiled is None:
             computed, boundary, emergency = invalid_status(obs.errors), None, False
         else:
-            ws = window_status(
-                compiled.window, raw_spec=compiled.raw_spec or {}, snapshot=snapshot, now=now
-            )
+            ws = window_status(compiled.window, snapshot=snapshot, now=now)
             computed, boundary, emergency = (
                 ws.to_patch()["status"],
                 ws.next_boundary,

@@ -56,7 +56,23 @@ def test_spec_hash_is_of_the_raw_spec_as_stored() -> None:
     s.apply("ChangeWindow", "upsert", body)
     # "120m" is kept as written: hashing a re-serialised model ("2h") would differ.
     assert s.snapshot().compiled_windows["w1"].spec_hash == approvals.spec_hash(body["spec"])
-    assert s.raw_spec("w1") == body["spec"]
+    assert s.spec_hash("w1") == approvals.spec_hash(body["spec"])
+
+
+def test_a_status_only_event_is_told_from_a_change_without_the_raw_spec() -> None:
+    s = store.Store()
+    body = window_body()
+    s.apply("ChangeWindow", "upsert", body)
+    validated = s.validated["ChangeWindow"]
+    # The same spec (a copy, keys in another order) with a new status: nothing to validate.
+    same = {**body, "spec": dict(reversed(list(body["spec"].items()))), "status": {"phase": "x"}}
+    s.apply("ChangeWindow", "upsert", same)
+    assert s.validated["ChangeWindow"] == validated
+    assert s.observed_windows()["w1"].status == {"phase": "x"}
+    # Any change to the spec, approvals included, is a change: validated again.
+    edited = {**same, "spec": {**same["spec"], "approvals": [{"approver": "bob"}]}}
+    s.apply("ChangeWindow", "upsert", edited)
+    assert s.validated["ChangeWindow"] == validated + 1
 
 
 def test_invalid_object_is_left_out_and_replaces_its_valid_version() -> None:

@@ -346,11 +346,16 @@ def fed_store(*names: str) -> store.Store:
     return s
 
 
+#: The spec each window was last created or edited with (the store keeps only its hash).
+_SPECS: dict[str, dict[str, Any]] = {}
+
+
 def window_event(name: str, status_: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
         "spec": raw_spec(**spec),
     }
+    _SPECS[name] = body["spec"]
     if status_ is not None:
         body["status"] = status_
     return body
@@ -365,7 +370,9 @@ def plan(s: store.Store, now: dt.datetime, memo: status.StatusMemo | None) -> st
 def report_writes(s: store.Store, p: status.StatusPlan) -> None:
     """The watch reports each write back (a status-only event)."""
     for w in p.writes:
-        body = {**window_event(w.name, dict(w.status)), "spec": s.raw_spec(w.name)}
+        spec = _SPECS[w.name]
+        body = {**window_event(w.name, dict(w.status)), "spec": spec}
+        _SPECS[w.name] = spec
         s.apply("ChangeWindow", "upsert", body)
 
 
