@@ -39,4 +39,5 @@ _.msecs  # type: ignore[name-defined]  # noqa: F821
 _.threadName  # type: ignore[name-defined]  # noqa: F821
 _.enabled  # type: ignore[name-defined]  # noqa: F821
 _.server_timeout  # type: ignore[name-defined]  # noqa: F821
+_.chunk_size  # type: ignore[name-defined]  # noqa: F821
 _.connection_pool_maxsize  # type: ignore[name-defined]  # noqa: F821
