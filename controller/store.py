@@ -25,6 +25,7 @@ compiled window, its timeline and caches survive it.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -265,6 +266,23 @@ def _digest(spec: object) -> bytes | None:
         return None
 
 
+def _shared_strings(value: Any) -> Any:
+    """``value`` (parsed JSON) with its keys and short strings interned.
+
+    Every window's status repeats the same keys and values (``phase``, ``conditions``,
+    ``lastTransitionTime``, ``Approved``, the same instant for all windows a pass wrote), but
+    each event's JSON was parsed on its own: 10,000 observed statuses held ~25 MB, mostly
+    copies of the same few strings.
+    """
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) <= 64 else value
+    if isinstance(value, Mapping):
+        return {sys.intern(str(k)): _shared_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared_strings(v) for v in value]
+    return value
+
+
 def _observed(
     body: Mapping[str, Any],
     errors: Sequence[tuple[str, str]],
@@ -277,7 +295,7 @@ def _observed(
     generation = meta.get("generation")
     uid = meta.get("uid")
     return status.Observed(
-        status=current if isinstance(current, Mapping) else {},
+        status=_shared_strings(current) if isinstance(current, Mapping) else {},
         generation=generation if isinstance(generation, int) else None,
         errors=tuple(errors),
         uid=uid if isinstance(uid, str) else None,
