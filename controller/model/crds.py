@@ -602,7 +602,12 @@ class ChangeWindow(BaseModel):
     kind: Literal["ChangeWindow"] = "ChangeWindow"
     metadata: ObjectMeta
     spec: ChangeWindowSpec
-    status: ChangeWindowStatus = Field(default_factory=ChangeWindowStatus)
+    #: The operator validates windows without their status (it is ours to rewrite): they all
+    #: share one empty status rather than one each (never mutated).
+    status: ChangeWindowStatus = Field(default_factory=lambda: _NO_STATUS)
+
+
+_NO_STATUS: Final[ChangeWindowStatus] = ChangeWindowStatus()
 
 
 PLURALS = {
