@@ -53,6 +53,8 @@ class Store:
         # specHash of each window's spec as stored (what approvals sign), computed when its
         # event arrives: the raw spec itself is not kept (a second copy of every window).
         self._spec_hashes: dict[str, str] = {}
+        # Windows changed since the last build (None: rebuild every window next time).
+        self._changed_windows: set[str] | None = None
         self._versions: dict[tuple[str, str], str] = {}  # resourceVersion last applied
         # Every ChangeWindow the watch reported, valid or not: its status and generation.
         self._observed: dict[str, status.Observed] = {}
@@ -116,6 +118,8 @@ class Store:
                 return self.errors.get((kind, name), [])
             self.errors.pop((kind, name), None)
             self._stale = True
+            if kind == "ChangeWindow" and self._changed_windows is not None:
+                self._changed_windows.add(name)
             if event == "delete":
                 self._forget(kind, name)
                 return []
@@ -229,20 +233,37 @@ class Store:
                     return previous
                 policies = list(self._policies.values())
                 identities = list(self._identities.values())
-                windows = list(self._windows.values())
                 namespaces = dict(self._namespaces)
-                spec_hashes = dict(self._spec_hashes)
+                changed: dict[str, crds.ChangeWindow | None] | None = None
+                if previous is not None and self._changed_windows is not None:
+                    # Only what changed since ``previous``: the build then costs the changes.
+                    changed = {n: self._windows.get(n) for n in self._changed_windows}
+                    windows: list[crds.ChangeWindow] = []
+                    spec_hashes = {
+                        n: self._spec_hashes[n] for n in changed if n in self._spec_hashes
+                    }
+                else:
+                    windows = list(self._windows.values())
+                    spec_hashes = dict(self._spec_hashes)
+                self._changed_windows = set()
                 self._stale = False
-            built = index.Snapshot.build(
-                policies=policies,
-                identities=identities,
-                windows=windows,
-                namespaces=namespaces,
-                window_spec_hashes=spec_hashes,
-                builtin_exemptions=self._builtin_exemptions,
-                self_subject=self._self_subject,
-                previous=previous,
-            )
+            try:
+                built = index.Snapshot.build(
+                    policies=policies,
+                    identities=identities,
+                    windows=windows,
+                    namespaces=namespaces,
+                    window_spec_hashes=spec_hashes,
+                    builtin_exemptions=self._builtin_exemptions,
+                    self_subject=self._self_subject,
+                    previous=previous,
+                    changed_windows=changed,
+                )
+            except BaseException:
+                with self._lock:  # what this build was to take in must not be lost
+                    self._changed_windows = None
+                    self._stale = True
+                raise
             self._snapshot = built
             self.builds += 1
             self.windows_compiled += built.windows_compiled

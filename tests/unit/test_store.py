@@ -222,18 +222,33 @@ def test_index_finds_exactly_what_a_full_scan_finds_before_and_after_updates(see
     s = store.Store()
     for ns, labels in NAMESPACES.items():
         s.apply("Namespace", "upsert", {"metadata": {"name": ns, "labels": labels}})
+    shadow: dict[str, dict[str, Any]] = {}  # what the index must hold: name -> body
     for i in range(30):
-        s.apply("ChangeWindow", "upsert", _random_window(rng, i))
+        shadow[f"w{i}"] = _random_window(rng, i)
+        s.apply("ChangeWindow", "upsert", shadow[f"w{i}"])
     _assert_index_agrees_with_full_scan(s.snapshot())
-    for step in range(10):  # incremental: upserts, replacements and deletes patch the index
+    for step in range(20):  # incremental: upserts, replacements, deletes, invalid versions
         i = rng.randrange(40)
-        if rng.random() < 0.3:
-            s.apply("ChangeWindow", "delete", {"metadata": {"name": f"w{i}"}})
-        else:
-            s.apply("ChangeWindow", "upsert", _random_window(rng, i))
+        # Several events between builds, as a burst coalesces them.
+        for _ in range(rng.randint(1, 3)):
+            roll = rng.random()
+            if roll < 0.25:
+                s.apply("ChangeWindow", "delete", {"metadata": {"name": f"w{i}"}})
+                shadow.pop(f"w{i}", None)
+            elif roll < 0.35:
+                bad = window_body(f"w{i}", targets=[])  # invalid: left out of the index
+                s.apply("ChangeWindow", "upsert", bad)
+                shadow.pop(f"w{i}", None)
+            else:
+                shadow[f"w{i}"] = _random_window(rng, i)
+                s.apply("ChangeWindow", "upsert", shadow[f"w{i}"])
+            i = rng.randrange(40)
         snap = s.snapshot()
         _assert_index_agrees_with_full_scan(snap)
-        assert set(snap.windows) == {w for w in snap.compiled_windows}, step
+        assert set(snap.windows) == set(snap.compiled_windows) == set(shadow), step
+        for name, body in shadow.items():
+            assert snap.compiled_windows[name].spec_hash == approvals.spec_hash(body["spec"])
+            assert snap.windows[name] is snap.compiled_windows[name].window
     # namespace changes re-resolve selectors: a relabel, a new namespace, a deleted one
     s.apply("Namespace", "upsert", {"metadata": {"name": "ns-0", "labels": {"team": "t1"}}})
     _assert_index_agrees_with_full_scan(s.snapshot())
@@ -316,3 +331,21 @@ def test_an_event_during_a_build_marks_the_store_stale_again(
     mid = s.snapshot()
     assert set(mid.windows) == set()  # built from the inputs copied before the event
     assert set(s.snapshot().windows) == {"w1"}  # the event is not lost
+
+
+def test_a_failed_build_loses_no_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = store.Store()
+    s.apply("ChangeWindow", "upsert", window_body("w1"))
+    assert set(s.rebuild().windows) == {"w1"}
+    real_build = store.index.Snapshot.build
+
+    def failing(**_: Any) -> Any:
+        monkeypatch.setattr(store.index.Snapshot, "build", real_build)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(store.index.Snapshot, "build", failing)
+    s.apply("ChangeWindow", "upsert", window_body("w2"))
+    with pytest.raises(RuntimeError):
+        s.rebuild()
+    # The changes the failed build was to take in come with the next one.
+    assert set(s.rebuild().windows) == {"w1", "w2"}
