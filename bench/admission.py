@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import random
@@ -45,9 +44,9 @@ import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import decide as decide_bench  # bench/decide.py: a script's own folder is on sys.path
 import uvloop
 
 from controller import __main__ as entrypoint
@@ -62,17 +61,6 @@ SEED = 7
 # namespaces ns-N, 1,000 identities for users user-N, 50 policies), so both benches measure the
 # same cluster. Reviews below are Deployment UPDATEs by user-N in ns-N: a mix of denials
 # (no covering window, not designated, outside work hours...) and uncontrolled requests.
-
-
-def _decide_bench() -> ModuleType:
-    """bench/decide.py, loaded by path (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_decide", Path(__file__).with_name("decide.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def deployment(*, namespace: str, replicas: int, image: str) -> dict[str, Any]:
@@ -201,7 +189,6 @@ async def serve_changegate(*, certs: Path, port_file: Path, windows: int) -> Non
         sys.stderr = real_stderr
 
     started = time.perf_counter()
-    decide_bench = _decide_bench()
     if windows >= 0:
         store, _ = decide_bench.build_cluster(random.Random(SEED), n_windows=windows)
     else:  # an empty, synced store: measures the admission layer without decision work

@@ -28,7 +28,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime as dt
-import importlib.util
 import os
 import random
 import ssl
@@ -38,9 +37,9 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import decide as decide_bench  # bench/decide.py: a script's own folder is on sys.path
 import kubernetes.client
 
 from controller.devcluster import cluster, local
@@ -51,17 +50,6 @@ WINDOWS, POLICIES = crds.PLURALS["ChangeWindow"], crds.PLURALS["ChangePolicy"]
 DEV, DEV_GROUP = "bench-dev", "bench-devs"
 APPROVER_GROUP = "bench-approvers"
 CM_RULE = {"apiGroups": [""], "resources": ["configmaps"], "operations": ["UPDATE"]}
-
-
-def _decide_bench() -> ModuleType:
-    """bench/decide.py, loaded by path (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_decide", Path(__file__).with_name("decide.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- talking to the cluster --------------------------------------------------------------------
@@ -366,7 +354,6 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=1_000)
     ap.add_argument("--idle-seconds", type=float, default=30.0)
     args = ap.parse_args()
-    decide_bench = _decide_bench()
     work = Path(tempfile.mkdtemp(prefix="changegate-bench-operator-"))
     now = dt.datetime.now(dt.UTC)
     report: list[str] = []
