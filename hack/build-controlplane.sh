@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kubectl and etcd from the Go module proxy at pinned versions.
 #
-# k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every staging module
-# with ./staging/..., which Go ignores for dependencies. So we build through a tiny
-# consumer module that pins each staging module to its published v0.X.Y tag.
+# Through a consumer module of k8s.io/kubernetes (hack/kube-module.sh says why).
 #
 # Usage: hack/build-controlplane.sh OUTDIR
 # Env:   KUBE_VERSION (default v1.37.2), ETCD_VERSION (default v3.6.16)
@@ -23,38 +21,14 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-patch=${KUBE_VERSION##*.}
-staging="v0.${minor}.${patch}"
-
-step "resolving k8s.io/kubernetes ${KUBE_VERSION}"
+source "$(dirname "${BASH_SOURCE[0]}")/kube-module.sh"
 cd "$WORK"
-go mod init changegate.local/controlplane >/dev/null 2>&1 || fail "go mod init"
-modfile=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p') || fail "download k8s.io/kubernetes"
-[ -f "$modfile" ] || fail "download k8s.io/kubernetes"
-goline=$(grep -E '^go [0-9]' "$modfile")
-sed -i "s/^go .*/${goline}/" go.mod
-{
-  echo "require k8s.io/kubernetes ${KUBE_VERSION}"
-  grep -E '^\s+k8s.io/[a-z-]+ => ./staging/' "$modfile" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
-} >> go.mod
-cat > tools.go <<GO
-//go:build tools
-package tools
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+kube_consumer_module controlplane kube-apiserver kubectl
+
 step "downloading modules"
 go mod tidy >&2 || fail "go mod tidy"
 
-pkgs=(k8s.io/component-base/version k8s.io/client-go/pkg/version)
-ld="-s -w"
-for p in "${pkgs[@]}"; do
-  ld+=" -X ${p}.gitVersion=${KUBE_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${minor}"
-  ld+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-done
+ld=$(kube_ldflags)
 
 step "building kube-apiserver (several minutes on a cold cache)"
 go build -tags tools -ldflags "$ld" -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver || fail "build kube-apiserver"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build what a node of the local cluster runs besides containerd: kubelet,
 # kube-controller-manager and kube-scheduler from the Go module proxy at the pinned Kubernetes
-# version (the consumer-module trick of hack/build-controlplane.sh), and `pause`, the pod
+# version (through a consumer module: hack/kube-module.sh), and `pause`, the pod
 # sandbox process (a few lines of Go below: no image registry is reachable, so no
 # registry.k8s.io/pause).
 #
@@ -23,25 +23,9 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-patch=${KUBE_VERSION##*.}
-staging="v0.${minor}.${patch}"
-
-step "resolving k8s.io/kubernetes ${KUBE_VERSION}"
+source "$(dirname "${BASH_SOURCE[0]}")/kube-module.sh"
 cd "$WORK"
-go mod init changegate.local/node >/dev/null 2>&1 || fail "go mod init"
-modfile=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p') || fail "download k8s.io/kubernetes"
-[ -f "$modfile" ] || fail "download k8s.io/kubernetes"
-sed -i "s/^go .*/$(grep -E '^go [0-9]' "$modfile")/" go.mod
-{
-  echo "require k8s.io/kubernetes ${KUBE_VERSION}"
-  grep -E '^\s+k8s.io/[a-z-]+ => ./staging/' "$modfile" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
-} >> go.mod
-{
-  echo '//go:build tools'; echo 'package tools'; echo 'import ('
-  for b in "${BINARIES[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$b\""; done
-  echo ')'
-} > tools.go
+kube_consumer_module node "${BINARIES[@]}"
 
 # The pod sandbox: holds the pod's namespaces, reaps zombies, exits on SIGTERM/SIGINT.
 mkdir pause
@@ -73,11 +57,7 @@ GO
 step "downloading modules"
 go mod tidy >&2 || fail "go mod tidy"
 
-ld="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ld+=" -X ${p}.gitVersion=${KUBE_VERSION} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${minor}"
-  ld+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-done
+ld=$(kube_ldflags)
 
 for b in "${BINARIES[@]}"; do
   s=$(date +%s)
