@@ -114,7 +114,11 @@ class Store:
                     self._namespaces[name] = labels
                     self._stale = True
                 return []
-            if kind == "ChangeWindow" and event == "upsert" and self._status_only(name, body):
+            # One digest of the spec per window event: to tell a status-only event, and kept.
+            digest = (
+                _digest(body.get("spec")) if kind == "ChangeWindow" and event == "upsert" else None
+            )
+            if digest is not None and self._status_only(name, body, digest):
                 return self.errors.get((kind, name), [])
             self.errors.pop((kind, name), None)
             self._stale = True
@@ -128,12 +132,10 @@ class Store:
                 self._forget(kind, name)
                 self.errors[(kind, name)] = errors
             if kind == "ChangeWindow":
-                self._observed[name] = _observed(
-                    body, errors, spec_digest=_digest(body.get("spec"))
-                )
+                self._observed[name] = _observed(body, errors, spec_digest=digest)
             return errors
 
-    def _status_only(self, name: str, body: Mapping[str, Any]) -> bool:
+    def _status_only(self, name: str, body: Mapping[str, Any], digest: bytes) -> bool:
         """Whether ``body`` differs from the window we hold in its status alone; if so, keep
         the new status and nothing else (no validation, the snapshot stays current)."""
         held = self._observed.get(name)
@@ -144,8 +146,7 @@ class Store:
         same = (
             held.uid == meta.get("uid")
             and held.generation == meta.get("generation")
-            and held.spec_digest is not None
-            and held.spec_digest == _digest(body.get("spec"))
+            and held.spec_digest == digest
         )
         if same:
             self._observed[name] = _observed(body, held.errors, spec_digest=held.spec_digest)
@@ -199,10 +200,6 @@ class Store:
         reads. A shallow copy; the records are immutable."""
         with self._lock:
             return dict(self._observed)
-
-    def spec_hash(self, name: str) -> str | None:
-        """The specHash of the ChangeWindow's spec as the API server stored it."""
-        return self._spec_hashes.get(name)
 
     def snapshot(self) -> index.Snapshot:
         """The snapshot to decide against -- the one getter, for the webhook, the reconciler
