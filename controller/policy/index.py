@@ -204,6 +204,11 @@ class CompiledWindow:
                 return None
         return namespace
 
+    def reusable_for(self, window: crds.ChangeWindow, spec_hash: str | None) -> bool:
+        """Whether this compiled form serves ``window`` (the same model object, and the same
+        specHash when one is given) in the next snapshot."""
+        return self.window is window and spec_hash in (None, self._hash)
+
     @property
     def spec_hash(self) -> str:
         if self._hash is None:
@@ -640,7 +645,7 @@ class Snapshot:
                         del cw[name], models[name]
                         removed.append(old_w)
                     continue
-                if old_w is not None and old_w.window is w and given in (None, old_w._hash):
+                if old_w is not None and old_w.reusable_for(w, given):
                     continue
                 cw[name] = CompiledWindow(w, given)
                 models[name] = w
@@ -653,7 +658,7 @@ class Snapshot:
                 name = w.metadata.name
                 given = spec_hashes.get(name)
                 old_w = prev_w.get(name)
-                if old_w is not None and old_w.window is w and given in (None, old_w._hash):
+                if old_w is not None and old_w.reusable_for(w, given):
                     cw[name] = old_w
                 else:
                     cw[name] = CompiledWindow(w, given)
