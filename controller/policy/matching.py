@@ -278,6 +278,9 @@ _COMPILED_RULES: weakref.WeakValueDictionary[
 ] = weakref.WeakValueDictionary()
 
 
+_NO_NAMES: frozenset[str] = frozenset()  # one for every target without names (most of them)
+
+
 class CompiledTarget:
     """A WindowTarget as sets: what a target covers (``name`` already resolved for CREATE)."""
 
@@ -288,7 +291,7 @@ class CompiledTarget:
         self.namespaces = frozenset(target.namespaces)
         self.selector = target.namespace_selector
         self.everywhere = selector_is_empty(target.namespace_selector)
-        self.names = frozenset(target.names)
+        self.names = frozenset(target.names) if target.names else _NO_NAMES
 
     def covers(
         self,
