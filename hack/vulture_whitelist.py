@@ -40,4 +40,5 @@ _.threadName  # type: ignore[name-defined]  # noqa: F821
 _.enabled  # type: ignore[name-defined]  # noqa: F821
 _.server_timeout  # type: ignore[name-defined]  # noqa: F821
 _.chunk_size  # type: ignore[name-defined]  # noqa: F821
+_.idle_timeout  # type: ignore[name-defined]  # noqa: F821
 _.connection_pool_maxsize  # type: ignore[name-defined]  # noqa: F821
