@@ -271,7 +271,8 @@ def _validate_window(body: Mapping[str, Any]) -> crds.ChangeWindow:
     """Validate a ChangeWindow without its ``status``: ours to rewrite, read by no decision
     (``observed_windows`` keeps it raw), so a malformed one is not fatal and none costs a
     validation."""
-    return crds.ChangeWindow.model_validate({k: v for k, v in body.items() if k != "status"})
+    window = crds.ChangeWindow.model_validate({k: v for k, v in body.items() if k != "status"})
+    return crds.share_fields_sets(window)  # ~2 KB less per window held
 
 
 def _digest(spec: object) -> bytes | None:

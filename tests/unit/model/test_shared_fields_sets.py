@@ -1,0 +1,115 @@
+"""Windows the store holds share pydantic's per-instance "fields set" (a third of their memory)
+without any model answering differently for it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pydantic
+import pytest
+
+from controller import store as stores
+from controller.model import crds
+
+
+def window_body(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": crds.API_VERSION,
+        "kind": "ChangeWindow",
+        "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1", "generation": 1},
+        "spec": {
+            "ticket": f"CHG-{name}",
+            "requester": "alice",
+            "identities": ["oncall"],
+            "targets": [
+                {
+                    "namespaces": ["payments"],
+                    "resources": [
+                        {
+                            "apiGroups": ["apps"],
+                            "resources": ["deployments"],
+                            "operations": ["UPDATE"],
+                        }
+                    ],
+                }
+            ],
+            "schedule": {"cron": "0 22 * * 2", "duration": "2h", "timeZone": "Europe/Berlin"},
+            **spec,
+        },
+    }
+
+
+def validate(body: dict[str, Any]) -> crds.ChangeWindow:
+    return crds.ChangeWindow.model_validate({k: v for k, v in body.items() if k != "status"})
+
+
+def fields_sets(model: pydantic.BaseModel) -> list[tuple[str, set[str]]]:
+    """Every model's fields set in ``model``, by its path."""
+    out: list[tuple[str, set[str]]] = []
+
+    def walk(path: str, item: object) -> None:
+        if isinstance(item, pydantic.BaseModel):
+            out.append((path, item.__pydantic_fields_set__))
+            for name, value in item.__dict__.items():
+                walk(f"{path}.{name}", value)
+        elif isinstance(item, list):
+            for i, value in enumerate(item):
+                walk(f"{path}[{i}]", value)
+
+    walk("", model)
+    return out
+
+
+def test_two_windows_held_by_the_store_share_their_fields_sets() -> None:
+    store = stores.Store()
+    for name in ("a", "b"):
+        assert store.apply("ChangeWindow", "upsert", window_body(name)) == []
+    snapshot = store.snapshot()
+    a, b = snapshot.windows["a"], snapshot.windows["b"]
+    pairs = list(zip(fields_sets(a), fields_sets(b), strict=True))
+    assert len(pairs) >= 7
+    for (path, mine), (_, theirs) in pairs:
+        assert mine is theirs, path
+    # Fresh validations (what the webhook does per request) keep their own.
+    assert validate(window_body("a")).spec is not a.spec
+    assert (
+        validate(window_body("a")).spec.__pydantic_fields_set__
+        is not a.spec.__pydantic_fields_set__
+    )
+
+
+def test_sharing_changes_no_answer_of_the_model() -> None:
+    body = window_body("a", approvals=[{"approver": "bob", "specHash": "sha256:" + "0" * 64}])
+    plain, shared = validate(body), crds.share_fields_sets(validate(body))
+    assert shared == plain
+    for mode in ("python", "json"):
+        for options in ({}, {"exclude_unset": True}, {"exclude_defaults": True, "by_alias": True}):
+            assert shared.model_dump(mode=mode, **options) == plain.model_dump(mode=mode, **options)
+    assert [s for _, s in fields_sets(shared)] == [s for _, s in fields_sets(plain)]
+
+
+def test_a_shared_set_never_changes_under_another_model() -> None:
+    a = crds.share_fields_sets(validate(window_body("a")))
+    b = crds.share_fields_sets(validate(window_body("b")))
+    before = set(b.spec.__pydantic_fields_set__)
+    assert a.spec.__pydantic_fields_set__ is b.spec.__pydantic_fields_set__
+
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        a.spec.ticket = "CHG-other"  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        a.metadata.name = "other"  # type: ignore[misc]
+    changed = a.spec.model_copy(update={"emergency": None})
+    assert "emergency" in changed.model_fields_set
+    for clone in (copy.copy(a.spec), copy.deepcopy(a.spec)):
+        assert clone.__pydantic_fields_set__ is not a.spec.__pydantic_fields_set__
+
+    assert b.spec.__pydantic_fields_set__ == before
+    assert "emergency" not in b.spec.model_fields_set
+
+
+def test_models_that_are_not_frozen_keep_their_own() -> None:
+    assert not crds.ChangeWindowStatus.model_config.get("frozen")
+    one = crds.share_fields_sets(crds.ChangeWindowStatus.model_validate({"phase": "Active"}))
+    two = crds.share_fields_sets(crds.ChangeWindowStatus.model_validate({"phase": "Active"}))
+    assert one.__pydantic_fields_set__ is not two.__pydantic_fields_set__
