@@ -286,19 +286,50 @@ def _digest(spec: object) -> bytes | None:
 
 
 def _shared_strings(value: Any) -> Any:
-    """``value`` (parsed JSON) with its keys and short strings interned.
+    """``value`` (parsed JSON) with its keys and short strings interned, and equal flat
+    objects one object.
 
     Every window's status repeats the same keys and values (``phase``, ``conditions``,
     ``lastTransitionTime``, ``Approved``, the same instant for all windows a pass wrote), but
     each event's JSON was parsed on its own: 10,000 observed statuses held ~25 MB, mostly
-    copies of the same few strings.
+    copies of the same few strings -- and of the same conditions (most windows' ``Valid`` and
+    ``Approved`` conditions are equal, transition time included, after a pass wrote them).
+    Observed statuses are read, never changed (``plan_status_writes`` copies what it keeps),
+    so sharing them is safe.
     """
     if isinstance(value, str):
         return sys.intern(value) if len(value) <= 64 else value
     if isinstance(value, Mapping):
-        return {sys.intern(str(k)): _shared_strings(v) for k, v in value.items()}
+        shared = {sys.intern(str(k)): _shared_strings(v) for k, v in value.items()}
+        return _shared_flat(shared) if len(shared) <= _FLAT_KEYS else shared
     if isinstance(value, list):
         return [_shared_strings(v) for v in value]
+    return value
+
+
+_FLAT_KEYS = 8
+_FLAT_LIMIT = 1_024
+_flat: dict[tuple[tuple[str, type, object], ...], dict[str, Any]] = {}
+
+
+def _shared_flat(value: dict[str, Any]) -> dict[str, Any]:
+    """One object for equal flat JSON objects (every value a string, number, bool or null).
+
+    The table is bounded: past ``_FLAT_LIMIT`` entries (conditions carry transition times, so
+    old ones stop recurring) it starts afresh; objects already shared stay shared.
+    """
+    items = []
+    for k, v in value.items():
+        if not (v is None or isinstance(v, str | int | float)):
+            return value
+        items.append((k, type(v), v))  # the type too: True == 1, but they are not the same JSON
+    key = tuple(items)
+    found = _flat.get(key)
+    if found is not None:
+        return found
+    if len(_flat) >= _FLAT_LIMIT:
+        _flat.clear()
+    _flat[key] = value
     return value
 
 

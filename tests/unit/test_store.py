@@ -348,3 +348,34 @@ def test_a_failed_build_loses_no_change(monkeypatch: pytest.MonkeyPatch) -> None
         s.rebuild()
     # The changes the failed build was to take in come with the next one.
     assert set(s.rebuild().windows) == {"w1", "w2"}
+
+
+def test_equal_conditions_of_observed_statuses_are_one_object_and_stay_what_was_read() -> None:
+    s = store.Store()
+    valid = {"type": "Valid", "status": "True", "reason": "Valid", "lastTransitionTime": "t0"}
+    for i in range(3):
+        status = {
+            "phase": "Scheduled",
+            "approved": True,
+            "observedGeneration": 1,
+            "conditions": [dict(valid), {"type": "Active", "status": "False", "message": f"{i}"}],
+        }
+        s.apply("ChangeWindow", "upsert", {**window_body(f"w{i}"), "status": status})
+    observed = s.observed_windows()
+    first, second = observed["w0"].status["conditions"][0], observed["w1"].status["conditions"][0]
+    assert first == valid and first is second
+    assert observed["w0"].status["conditions"][1] is not observed["w1"].status["conditions"][1]
+    # Shared by value and type: 1 and True are equal in Python, not in JSON.
+    s.apply("ChangeWindow", "upsert", {**window_body("a"), "status": {"n": 1}})
+    s.apply("ChangeWindow", "upsert", {**window_body("b"), "status": {"n": True}})
+    assert s.observed_windows()["b"].status["n"] is True
+    assert s.observed_windows()["a"].status["n"] == 1
+    assert s.observed_windows()["a"].status["n"] is not True
+
+
+def test_the_table_of_shared_objects_is_bounded() -> None:
+    s = store.Store()
+    for i in range(store._FLAT_LIMIT + 10):
+        s.apply("ChangeWindow", "upsert", {**window_body(f"w{i}"), "status": {"message": f"{i}"}})
+    assert 0 < len(store._flat) <= store._FLAT_LIMIT
+    assert s.observed_windows()["w7"].status == {"message": "7"}
