@@ -328,8 +328,15 @@ class Transition:
 class StatusWrite:
     name: str
     status: Mapping[str, Any]  # the whole status the window will have
-    patch: Mapping[str, Any]  # the merge patch for the status subresource: {"status": {...}}
     transitions: tuple[Transition, ...]
+    removed: tuple[str, ...] = ()  # fields the window has and ``status`` no longer sets
+
+    @property
+    def patch(self) -> dict[str, Any]:
+        """The merge patch for the status subresource: ``{"status": {...}}``, fields no longer
+        set sent as null (so they are removed). Built when written, not kept with the plan: a
+        plan at start-up holds every window's write for minutes."""
+        return {"status": {**dict.fromkeys(self.removed), **self.status}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,13 +452,12 @@ def plan_status_writes(
         )
         if status_differs(current, desired):
             # A merge patch: fields that are no longer set must be sent as null to be removed.
-            patch = {**{k: None for k in current if k not in desired}, **desired}
             writes.append(
                 StatusWrite(
                     name=name,
                     status=desired,
-                    patch={"status": patch},
                     transitions=tuple(transitions(old=current, new=desired, emergency=emergency)),
+                    removed=tuple(k for k in current if k not in desired),
                 )
             )
         else:

@@ -462,6 +462,18 @@ def test_a_status_someone_else_changed_is_restored() -> None:
     assert write.patch["status"]["phase"] == "Scheduled"
 
 
+def test_a_field_our_status_no_longer_sets_is_removed_by_the_patch() -> None:
+    s = fed_store("w1")
+    first = plan(s, EARLY, None)
+    report_writes(s, first)
+    [written] = first.writes
+    edited = {**written.status, "phase": "Active", "someoneElses": "x"}
+    s.apply("ChangeWindow", "upsert", window_event("w1", edited))
+    [write] = plan(s, EARLY, first.memo).writes
+    assert "someoneElses" not in write.status
+    assert write.patch == {"status": {"someoneElses": None, **write.status}}
+
+
 def test_an_invalid_window_gets_the_invalid_status_with_its_fields() -> None:
     s = fed_store()
     body = window_event("bad")
