@@ -285,7 +285,7 @@ def _digest(spec: object) -> bytes | None:
         return None
 
 
-def _shared_strings(value: Any) -> Any:
+def _shared_json(value: Any) -> Any:
     """``value`` (parsed JSON) with its keys and short strings interned, and equal flat
     objects one object.
 
@@ -300,10 +300,10 @@ def _shared_strings(value: Any) -> Any:
     if isinstance(value, str):
         return sys.intern(value) if len(value) <= 64 else value
     if isinstance(value, Mapping):
-        shared = {sys.intern(str(k)): _shared_strings(v) for k, v in value.items()}
+        shared = {sys.intern(str(k)): _shared_json(v) for k, v in value.items()}
         return _shared_flat(shared) if len(shared) <= _FLAT_KEYS else shared
     if isinstance(value, list):
-        return [_shared_strings(v) for v in value]
+        return [_shared_json(v) for v in value]
     return value
 
 
@@ -345,7 +345,7 @@ def _observed(
     generation = meta.get("generation")
     uid = meta.get("uid")
     return status.Observed(
-        status=_shared_strings(current) if isinstance(current, Mapping) else {},
+        status=_shared_json(current) if isinstance(current, Mapping) else {},
         generation=generation if isinstance(generation, int) else None,
         errors=tuple(errors),
         uid=uid if isinstance(uid, str) else None,
