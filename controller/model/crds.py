@@ -586,7 +586,10 @@ class ChangeWindowSpec(_Wire):
 
 
 class ChangeWindowStatus(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    # Frozen: every window validated without a status shares one (``_NO_STATUS``).
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
     phase: Phase | None = None
     spec_hash: str | None = None
     approved: bool = False

@@ -12,6 +12,8 @@ import pytest
 from controller import store as stores
 from controller.model import crds
 
+RULE = {"apiGroups": ["apps"], "resources": ["deployments"], "operations": ["UPDATE"]}
+
 
 def window_body(name: str, **spec: Any) -> dict[str, Any]:
     return {
@@ -109,7 +111,17 @@ def test_a_shared_set_never_changes_under_another_model() -> None:
 
 
 def test_models_that_are_not_frozen_keep_their_own() -> None:
-    assert not crds.ChangeWindowStatus.model_config.get("frozen")
-    one = crds.share_fields_sets(crds.ChangeWindowStatus.model_validate({"phase": "Active"}))
-    two = crds.share_fields_sets(crds.ChangeWindowStatus.model_validate({"phase": "Active"}))
+    assert not crds.ChangePolicy.model_config.get("frozen")
+    body = {"metadata": {"name": "p"}, "spec": {"match": {"resources": [RULE]}}}
+    one = crds.share_fields_sets(crds.ChangePolicy.model_validate(body))
+    two = crds.share_fields_sets(crds.ChangePolicy.model_validate(body))
     assert one.__pydantic_fields_set__ is not two.__pydantic_fields_set__
+    assert one.spec.__pydantic_fields_set__ is two.spec.__pydantic_fields_set__  # frozen inside
+
+
+def test_the_status_windows_share_when_they_have_none_cannot_be_changed() -> None:
+    a, b = validate(window_body("a")), validate(window_body("b"))
+    assert a.status is b.status
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        a.status.phase = "Active"  # type: ignore[misc]
+    assert b.status.phase is None
