@@ -272,7 +272,7 @@ def _validate_window(body: Mapping[str, Any]) -> crds.ChangeWindow:
     (``observed_windows`` keeps it raw), so a malformed one is not fatal and none costs a
     validation."""
     window = crds.ChangeWindow.model_validate({k: v for k, v in body.items() if k != "status"})
-    return crds.share_fields_sets(window)  # ~2 KB less per window held
+    return crds.share_equal_parts(window)  # ~3 KB less per window held
 
 
 def _digest(spec: object) -> bytes | None:

@@ -619,34 +619,82 @@ _NO_STATUS: Final[ChangeWindowStatus] = ChangeWindowStatus()
 
 _M = TypeVar("_M", bound=BaseModel)
 _FIELDS_SETS: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
+_Strings = list[str] | dict[str, str]
+#: Equal string lists and string maps, per (model class, field): (class, field, contents) ->
+#: the one object models of that class share for that field.
+_STRINGS: dict[tuple[type[BaseModel], str, tuple[object, ...]], _Strings] = {}
+#: Past this many entries ``_STRINGS`` starts afresh (what is shared stays shared): most of a
+#: cluster's lists recur (the same namespaces, resources, operations and policies named by
+#: window after window), and the ones that do not must not grow the table without bound.
+STRINGS_LIMIT: Final = 4_096
 
 
-def share_fields_sets(model: _M) -> _M:
-    """``model``, its frozen models sharing one "fields set" per (class, fields set).
+def share_equal_parts(model: _M) -> _M:
+    """``model``, its frozen models sharing what equal models of the same class already hold.
 
-    pydantic gives every model instance its own ``__pydantic_fields_set__`` (the names the
-    input set; ``model_dump(exclude_unset=True)`` reads it): a ``set`` of 216-728 bytes, seven
-    per window -- a third of a validated window's memory (~2 KB of ~6 KB), 20 MB at 10,000
-    windows, and all of them equal to one of a few dozen. A frozen model never changes its
-    own set (assignment is refused before pydantic would add to it; ``model_copy`` copies it
-    first), so equal ones can be one object. Models of classes that are not frozen keep theirs.
-    The table is bounded by the declared fields' combinations: input cannot add field names
-    (unknown fields are refused or ignored, never kept).
+    - **Fields sets.** pydantic gives every model instance its own ``__pydantic_fields_set__``
+      (the names the input set; ``model_dump(exclude_unset=True)`` reads it): a ``set`` of
+      216-728 bytes, seven per window -- a third of a validated window's memory (~2 KB of
+      ~6 KB), 20 MB at 10,000 windows, and all of them equal to one of a few dozen. A frozen
+      model never changes its own set (assignment is refused before pydantic would add to
+      it; ``model_copy`` copies it first), so equal ones can be one object. The table is
+      bounded by the declared fields' combinations: input cannot add field names (unknown
+      fields are refused or ignored, never kept).
+    - **String lists and maps** (a target's namespaces, resources and operations, an
+      approval's policies, labels): a field of a frozen model whose value is a list of
+      strings or a map of strings to strings, equal to the same field's value in a model of
+      the same class seen before, becomes that object (~1 KB less per window in
+      ``bench/operator.py``'s cluster). Keyed by class and field, so a list of ``Operation``
+      members is never replaced by an equal list of plain strings. Nothing changes a model's
+      lists or maps once it is validated -- the models are frozen and read by the index, the
+      decisions and the status -- and that is what makes sharing them safe.
+
+    Models of classes that are not frozen keep their own.
     """
     stack: list[object] = [model]
     while stack:
         item = stack.pop()
         if isinstance(item, BaseModel):
-            stack.extend(item.__dict__.values())
-            if not type(item).model_config.get("frozen"):
+            cls = type(item)
+            if not cls.model_config.get("frozen"):
+                stack.extend(item.__dict__.values())
                 continue
+            fields = item.__dict__
+            for name, value in fields.items():
+                shared = _shared_strings(cls, name, value)
+                if shared is None:
+                    stack.append(value)
+                elif shared is not value:
+                    fields[name] = shared
             mine = item.__pydantic_fields_set__
-            shared = _FIELDS_SETS.setdefault((type(item), frozenset(mine)), mine)
-            if shared is not mine:
-                object.__setattr__(item, "__pydantic_fields_set__", shared)
+            shared_set = _FIELDS_SETS.setdefault((cls, frozenset(mine)), mine)
+            if shared_set is not mine:
+                object.__setattr__(item, "__pydantic_fields_set__", shared_set)
         elif isinstance(item, list | tuple) and item and isinstance(item[0], BaseModel):
             stack.extend(item)  # a field's list holds one type: models, or no models at all
     return model
+
+
+def _shared_strings(cls: type[BaseModel], name: str, value: object) -> _Strings | None:
+    """The shared object equal to ``value`` for ``cls.name``; None if it is not strings."""
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            return None
+        contents: tuple[object, ...] = tuple(value)
+    elif isinstance(value, dict):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return None
+        contents = tuple(value.items())
+    else:
+        return None
+    key = (cls, name, contents)
+    found = _STRINGS.get(key)
+    if found is not None:
+        return found
+    if len(_STRINGS) >= STRINGS_LIMIT:
+        _STRINGS.clear()
+    _STRINGS[key] = value
+    return value
 
 
 PLURALS = {

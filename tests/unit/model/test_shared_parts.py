@@ -1,5 +1,5 @@
-"""Windows the store holds share pydantic's per-instance "fields set" (a third of their memory)
-without any model answering differently for it."""
+"""Windows the store holds share pydantic's per-instance "fields sets" (a third of their memory)
+and their equal string lists and maps, without any model answering differently for it."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_two_windows_held_by_the_store_share_their_fields_sets() -> None:
 
 def test_sharing_changes_no_answer_of_the_model() -> None:
     body = window_body("a", approvals=[{"approver": "bob", "specHash": "sha256:" + "0" * 64}])
-    plain, shared = validate(body), crds.share_fields_sets(validate(body))
+    plain, shared = validate(body), crds.share_equal_parts(validate(body))
     assert shared == plain
     for mode in ("python", "json"):
         for options in ({}, {"exclude_unset": True}, {"exclude_defaults": True, "by_alias": True}):
@@ -92,8 +92,8 @@ def test_sharing_changes_no_answer_of_the_model() -> None:
 
 
 def test_a_shared_set_never_changes_under_another_model() -> None:
-    a = crds.share_fields_sets(validate(window_body("a")))
-    b = crds.share_fields_sets(validate(window_body("b")))
+    a = crds.share_equal_parts(validate(window_body("a")))
+    b = crds.share_equal_parts(validate(window_body("b")))
     before = set(b.spec.__pydantic_fields_set__)
     assert a.spec.__pydantic_fields_set__ is b.spec.__pydantic_fields_set__
 
@@ -113,8 +113,8 @@ def test_a_shared_set_never_changes_under_another_model() -> None:
 def test_models_that_are_not_frozen_keep_their_own() -> None:
     assert not crds.ChangePolicy.model_config.get("frozen")
     body = {"metadata": {"name": "p"}, "spec": {"match": {"resources": [RULE]}}}
-    one = crds.share_fields_sets(crds.ChangePolicy.model_validate(body))
-    two = crds.share_fields_sets(crds.ChangePolicy.model_validate(body))
+    one = crds.share_equal_parts(crds.ChangePolicy.model_validate(body))
+    two = crds.share_equal_parts(crds.ChangePolicy.model_validate(body))
     assert one.__pydantic_fields_set__ is not two.__pydantic_fields_set__
     assert one.spec.__pydantic_fields_set__ is two.spec.__pydantic_fields_set__  # frozen inside
 
@@ -125,3 +125,90 @@ def test_the_status_windows_share_when_they_have_none_cannot_be_changed() -> Non
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         a.status.phase = "Active"  # type: ignore[misc]
     assert b.status.phase is None
+
+
+def string_parts(window: crds.ChangeWindow) -> dict[str, object]:
+    target, approval = window.spec.targets[0], window.spec.approvals[0]
+    return {
+        "namespaces": target.namespaces,
+        "rule.apiGroups": target.resources[0].api_groups,
+        "rule.operations": target.resources[0].operations,
+        "approval.policies": approval.policies,
+        "approval.namespaces": approval.namespaces,
+        "labels": window.metadata.labels,
+    }
+
+
+def approved(name: str, **spec: Any) -> dict[str, Any]:
+    body = window_body(
+        name,
+        approvals=[
+            {
+                "approver": "bob",
+                "specHash": "sha256:" + "0" * 64,
+                "policies": ["payments-prod", "payments-eu"],
+                "namespaces": ["payments"],
+            }
+        ],
+        **spec,
+    )
+    body["metadata"]["labels"] = {"team": "payments"}
+    return body
+
+
+def test_two_windows_held_by_the_store_share_their_equal_string_lists_and_maps() -> None:
+    store = stores.Store()
+    for name in ("a", "b"):
+        assert store.apply("ChangeWindow", "upsert", approved(name)) == []
+    snapshot = store.snapshot()
+    a, b = string_parts(snapshot.windows["a"]), string_parts(snapshot.windows["b"])
+    for field, value in a.items():
+        assert value is b[field], field
+    # A fresh validation keeps its own, equal ones.
+    fresh = string_parts(validate(approved("a")))
+    for field, value in fresh.items():
+        assert value == a[field] and value is not a[field], field
+
+
+def test_only_the_same_field_of_the_same_class_shares() -> None:
+    # Equal contents in another field or class stay apart: the operations are Operation
+    # members, the namespaces plain strings, though "UPDATE" == Operation.UPDATE.
+    window = crds.share_equal_parts(
+        validate(approved("a", targets=[{"namespaces": ["UPDATE"], "resources": [RULE]}]))
+    )
+    target = window.spec.targets[0]
+    assert target.namespaces == ["UPDATE"] and target.resources[0].operations == ["UPDATE"]
+    assert target.namespaces is not target.resources[0].operations
+    assert all(isinstance(op, crds.Operation) for op in target.resources[0].operations)
+    assert all(type(ns) is str for ns in target.namespaces)
+    other = crds.share_equal_parts(
+        validate(
+            approved(
+                "b", targets=[{"namespaces": ["payments-prod", "payments-eu"], "resources": [RULE]}]
+            )
+        )
+    )
+    assert other.spec.targets[0].namespaces == other.spec.approvals[0].policies
+    assert other.spec.targets[0].namespaces is not other.spec.approvals[0].policies
+
+
+def test_sharing_string_parts_changes_no_answer_and_differing_ones_stay_apart() -> None:
+    plain = validate(approved("a"))
+    shared = crds.share_equal_parts(validate(approved("a")))
+    assert shared == plain
+    for options in ({}, {"exclude_unset": True}, {"by_alias": True, "exclude_defaults": True}):
+        assert shared.model_dump(mode="json", **options) == plain.model_dump(mode="json", **options)
+    different = approved("c")
+    different["spec"]["approvals"][0]["policies"] = ["payments-prod"]
+    apart = crds.share_equal_parts(validate(different))
+    assert apart.spec.approvals[0].policies == ["payments-prod"]
+    assert shared.spec.approvals[0].policies == ["payments-prod", "payments-eu"]
+
+
+def test_the_table_of_shared_strings_is_bounded() -> None:
+    for i in range(crds.STRINGS_LIMIT + 10):
+        crds.share_equal_parts(validate(window_body(f"w{i}", identities=[f"oncall-{i}"])))
+        assert len(crds._STRINGS) <= crds.STRINGS_LIMIT
+    # Shared before the table started afresh, still equal and still answering the same.
+    again = crds.share_equal_parts(validate(approved("a")))
+    assert string_parts(again) == string_parts(validate(approved("a")))
