@@ -34,7 +34,7 @@ from controller import store as stores
 from controller.admission import server as admission
 from controller.admission import tls
 from controller.model import crds
-from controller.operator import certs, events, handlers, kubeapi, leader, reconciler, webhook
+from controller.operator import certs, events, handlers, heap, kubeapi, leader, reconciler, webhook
 
 logger = logging.getLogger(__name__)
 
@@ -372,6 +372,11 @@ async def run(config: Config) -> None:
         asyncio.create_task(
             handlers.forget_vanished(watches, list_names=list_names, exists=exists),
             name="changegate-resync",
+        ),
+        asyncio.create_task(
+            # After a start, a burst of windows or a pass that rewrote many statuses.
+            heap.trim_after_work(lambda: store.windows_compiled + loop_.work["status_writes"]),
+            name="changegate-heap-trim",
         ),
     ]
     if managed is not None:
