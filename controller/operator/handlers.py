@@ -59,10 +59,13 @@ class Watches:
         self.on_synced = on_synced
         self.synced = False
         self.known: dict[Kind, set[str]] = {kind: set() for kind in KINDS}
+        #: Events applied so far, kopf's re-list of objects the Store already holds included.
+        self.events = 0
 
     def apply(
         self, kind: Kind, event: Literal["upsert", "delete"], body: Mapping[str, Any]
     ) -> None:
+        self.events += 1
         plain = dict(body)
         name = str(plain.get("metadata", {}).get("name", ""))
         if event == "delete":

@@ -374,8 +374,9 @@ async def run(config: Config) -> None:
             name="changegate-resync",
         ),
         asyncio.create_task(
-            # After a start, a burst of windows or a pass that rewrote many statuses.
-            heap.trim_after_work(lambda: store.windows_compiled + loop_.work["status_writes"]),
+            # After the initial sync, kopf's re-list, a burst of events or a pass that rewrote
+            # many statuses.
+            heap.trim_after_work(lambda: watches.events + loop_.work["status_writes"]),
             name="changegate-heap-trim",
         ),
     ]
