@@ -309,6 +309,9 @@ def _shared_json(value: Any) -> Any:
 
 _FLAT_KEYS = 8
 _FLAT_LIMIT = 1_024
+#: Only objects with this much text at most are shared (a condition's message is a line): the
+#: table keeps what it holds alive after the window is gone, and a status may be 1.5 MiB.
+_FLAT_MAX_CHARS = 1_024
 _flat: dict[tuple[tuple[str, type, object], ...], dict[str, Any]] = {}
 
 
@@ -316,12 +319,18 @@ def _shared_flat(value: dict[str, Any]) -> dict[str, Any]:
     """One object for equal flat JSON objects (every value a string, number, bool or null).
 
     The table is bounded: past ``_FLAT_LIMIT`` entries (conditions carry transition times, so
-    old ones stop recurring) it starts afresh; objects already shared stay shared.
+    old ones stop recurring) it starts afresh; objects already shared stay shared. Objects
+    with more than ``_FLAT_MAX_CHARS`` of text are never in it.
     """
     items = []
+    chars = 0
     for k, v in value.items():
         if not (v is None or isinstance(v, str | int | float)):
             return value
+        if isinstance(v, str):
+            chars += len(v)
+            if chars > _FLAT_MAX_CHARS:
+                return value
         items.append((k, type(v), v))  # the type too: True == 1, but they are not the same JSON
     key = tuple(items)
     found = _flat.get(key)

@@ -626,7 +626,12 @@ _STRINGS: dict[tuple[type[BaseModel], str, tuple[object, ...]], _Strings] = {}
 #: Past this many entries ``_STRINGS`` starts afresh (what is shared stays shared): most of a
 #: cluster's lists recur (the same namespaces, resources, operations and policies named by
 #: window after window), and the ones that do not must not grow the table without bound.
-STRINGS_LIMIT: Final = 4_096
+STRINGS_LIMIT: Final = 1_024
+#: Only lists and maps this small are shared, so that the table -- which keeps what it holds
+#: alive after the window that brought it is deleted -- holds at most ~6 MB whatever windows
+#: are written to it (a window may be 1.5 MiB of one list).
+STRINGS_MAX_ITEMS: Final = 64
+STRINGS_MAX_CHARS: Final = 1_024
 
 
 def share_equal_parts(model: _M) -> _M:
@@ -644,10 +649,11 @@ def share_equal_parts(model: _M) -> _M:
       approval's policies, labels): a field of a frozen model whose value is a list of
       strings or a map of strings to strings, equal to the same field's value in a model of
       the same class seen before, becomes that object (~1 KB less per window in
-      ``bench/operator.py``'s cluster). Keyed by class and field, so a list of ``Operation``
-      members is never replaced by an equal list of plain strings. Nothing changes a model's
-      lists or maps once it is validated -- the models are frozen and read by the index, the
-      decisions and the status -- and that is what makes sharing them safe.
+      ``bench/operator.py``'s cluster); only small ones, in a bounded table (below). Keyed
+      by class and field, so a list of ``Operation`` members is never replaced by an equal
+      list of plain strings. Nothing changes a model's lists or maps once it is validated --
+      the models are frozen and read by the index, the decisions and the status -- and that
+      is what makes sharing them safe.
 
     Models of classes that are not frozen keep their own.
     """
@@ -676,14 +682,22 @@ def share_equal_parts(model: _M) -> _M:
 
 
 def _shared_strings(cls: type[BaseModel], name: str, value: object) -> _Strings | None:
-    """The shared object equal to ``value`` for ``cls.name``; None if it is not strings."""
+    """The shared object equal to ``value`` for ``cls.name`` (``value`` itself when it is too
+    large to share); None if it is not strings."""
     if isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
             return None
+        if len(value) > STRINGS_MAX_ITEMS or sum(map(len, value)) > STRINGS_MAX_CHARS:
+            return value  # strings all the same, but kept apart
         contents: tuple[object, ...] = tuple(value)
     elif isinstance(value, dict):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             return None
+        if (
+            len(value) > STRINGS_MAX_ITEMS
+            or sum(len(k) + len(v) for k, v in value.items()) > STRINGS_MAX_CHARS
+        ):
+            return value
         contents = tuple(value.items())
     else:
         return None

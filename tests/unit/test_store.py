@@ -379,3 +379,15 @@ def test_the_table_of_shared_objects_is_bounded() -> None:
         s.apply("ChangeWindow", "upsert", {**window_body(f"w{i}"), "status": {"message": f"{i}"}})
     assert 0 < len(store._flat) <= store._FLAT_LIMIT
     assert s.observed_windows()["w7"].status == {"message": "7"}
+
+
+def test_an_object_with_a_lot_of_text_is_never_kept_by_the_table() -> None:
+    # A status may be 1.5 MiB; the table keeps what it holds after the window is deleted.
+    s = store.Store()
+    big = "x" * (store._FLAT_MAX_CHARS + 1)
+    for name in ("a", "b"):
+        s.apply("ChangeWindow", "upsert", {**window_body(name), "status": {"message": big}})
+    observed = s.observed_windows()
+    assert observed["a"].status == observed["b"].status == {"message": big}
+    assert observed["a"].status is not observed["b"].status
+    assert all(big not in entry.values() for entry in store._flat.values())

@@ -212,3 +212,18 @@ def test_the_table_of_shared_strings_is_bounded() -> None:
     # Shared before the table started afresh, still equal and still answering the same.
     again = crds.share_equal_parts(validate(approved("a")))
     assert string_parts(again) == string_parts(validate(approved("a")))
+
+
+def test_large_lists_and_maps_are_never_kept_by_the_table() -> None:
+    # The table keeps what it holds after the window is deleted, and a window may be 1.5 MiB.
+    many = [f"ns-{i}" for i in range(crds.STRINGS_MAX_ITEMS + 1)]
+    long = ["n" * (crds.STRINGS_MAX_CHARS + 1)]
+    labels = {f"k{i}": "v" for i in range(crds.STRINGS_MAX_ITEMS + 1)}
+    for namespaces in (many, long):
+        body = window_body("a", targets=[{"namespaces": namespaces, "resources": [RULE]}])
+        body["metadata"]["labels"] = labels
+        one, two = crds.share_equal_parts(validate(body)), crds.share_equal_parts(validate(body))
+        assert one.spec.targets[0].namespaces == two.spec.targets[0].namespaces == namespaces
+        assert one.spec.targets[0].namespaces is not two.spec.targets[0].namespaces
+        assert one.metadata.labels == labels and one.metadata.labels is not two.metadata.labels
+        assert all(len(contents) <= crds.STRINGS_MAX_ITEMS for _, _, contents in crds._STRINGS)
