@@ -312,7 +312,9 @@ _FLAT_LIMIT = 1_024
 #: Only objects with this much text at most are shared (a condition's message is a line): the
 #: table keeps what it holds alive after the window is gone, and a status may be 1.5 MiB.
 _FLAT_MAX_CHARS = 1_024
-_flat: dict[tuple[tuple[str, type, object], ...], dict[str, Any]] = {}
+_flat: crds.CanonicalTable[tuple[tuple[str, type, object], ...], dict[str, Any]] = (
+    crds.CanonicalTable(_FLAT_LIMIT)
+)
 
 
 def _shared_flat(value: dict[str, Any]) -> dict[str, Any]:
@@ -332,14 +334,7 @@ def _shared_flat(value: dict[str, Any]) -> dict[str, Any]:
             if chars > _FLAT_MAX_CHARS:
                 return value
         items.append((k, type(v), v))  # the type too: True == 1, but they are not the same JSON
-    key = tuple(items)
-    found = _flat.get(key)
-    if found is not None:
-        return found
-    if len(_flat) >= _FLAT_LIMIT:
-        _flat.clear()
-    _flat[key] = value
-    return value
+    return _flat.share(tuple(items), value)
 
 
 def _observed(

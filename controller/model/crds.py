@@ -16,7 +16,8 @@ import enum
 import re
 import sys
 import zoneinfo
-from typing import Annotated, Any, Final, Literal, TypeVar
+from collections.abc import Hashable, ItemsView
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import croniter
 import holidays
@@ -619,14 +620,46 @@ _NO_STATUS: Final[ChangeWindowStatus] = ChangeWindowStatus()
 
 _M = TypeVar("_M", bound=BaseModel)
 _FIELDS_SETS: dict[tuple[type[BaseModel], frozenset[str]], set[str]] = {}
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class CanonicalTable(Generic[_K, _V]):
+    """One object for equal ones: the first value seen under a key is the one handed out for
+    it afterwards. Past ``limit`` entries the table starts afresh -- objects already shared
+    stay shared, the ones that stopped recurring are let go -- so it never grows without
+    bound, whatever keys come in."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._table: dict[_K, _V] = {}
+
+    def share(self, key: _K, value: _V) -> _V:
+        found = self._table.get(key)
+        if found is not None:
+            return found
+        if len(self._table) >= self.limit:
+            self._table.clear()
+        self._table[key] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def items(self) -> ItemsView[_K, _V]:
+        return self._table.items()
+
+
 _Strings = list[str] | dict[str, str]
+#: Past this many entries the table of string lists and maps starts afresh: most of a
+#: cluster's lists recur (the same namespaces, resources, operations and policies named by
+#: window after window), and the ones that do not must not grow it without bound.
+STRINGS_LIMIT: Final = 1_024
 #: Equal string lists and string maps, per (model class, field): (class, field, contents) ->
 #: the one object models of that class share for that field.
-_STRINGS: dict[tuple[type[BaseModel], str, tuple[object, ...]], _Strings] = {}
-#: Past this many entries ``_STRINGS`` starts afresh (what is shared stays shared): most of a
-#: cluster's lists recur (the same namespaces, resources, operations and policies named by
-#: window after window), and the ones that do not must not grow the table without bound.
-STRINGS_LIMIT: Final = 1_024
+_STRINGS: CanonicalTable[tuple[type[BaseModel], str, tuple[object, ...]], _Strings] = (
+    CanonicalTable(STRINGS_LIMIT)
+)
 #: Only lists and maps this small are shared, so that the table -- which keeps what it holds
 #: alive after the window that brought it is deleted -- holds at most ~6 MB whatever windows
 #: are written to it (a window may be 1.5 MiB of one list).
@@ -701,14 +734,7 @@ def _shared_strings(cls: type[BaseModel], name: str, value: object) -> _Strings 
         contents = tuple(value.items())
     else:
         return None
-    key = (cls, name, contents)
-    found = _STRINGS.get(key)
-    if found is not None:
-        return found
-    if len(_STRINGS) >= STRINGS_LIMIT:
-        _STRINGS.clear()
-    _STRINGS[key] = value
-    return value
+    return _STRINGS.share((cls, name, contents), value)
 
 
 PLURALS = {

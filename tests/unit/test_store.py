@@ -390,4 +390,4 @@ def test_an_object_with_a_lot_of_text_is_never_kept_by_the_table() -> None:
     observed = s.observed_windows()
     assert observed["a"].status == observed["b"].status == {"message": big}
     assert observed["a"].status is not observed["b"].status
-    assert all(big not in entry.values() for entry in store._flat.values())
+    assert all(big not in entry.values() for _, entry in store._flat.items())

@@ -226,4 +226,6 @@ def test_large_lists_and_maps_are_never_kept_by_the_table() -> None:
         assert one.spec.targets[0].namespaces == two.spec.targets[0].namespaces == namespaces
         assert one.spec.targets[0].namespaces is not two.spec.targets[0].namespaces
         assert one.metadata.labels == labels and one.metadata.labels is not two.metadata.labels
-        assert all(len(contents) <= crds.STRINGS_MAX_ITEMS for _, _, contents in crds._STRINGS)
+        assert all(
+            len(contents) <= crds.STRINGS_MAX_ITEMS for (_, _, contents), _ in crds._STRINGS.items()
+        )
