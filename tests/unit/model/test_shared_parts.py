@@ -63,12 +63,17 @@ def fields_sets(model: pydantic.BaseModel) -> list[tuple[str, set[str]]]:
     return out
 
 
-def test_two_windows_held_by_the_store_share_their_fields_sets() -> None:
+def held_by_a_store(*bodies: dict[str, Any]) -> dict[str, crds.ChangeWindow]:
+    """The windows as a Store holds them once it has applied ``bodies``."""
     store = stores.Store()
-    for name in ("a", "b"):
-        assert store.apply("ChangeWindow", "upsert", window_body(name)) == []
-    snapshot = store.snapshot()
-    a, b = snapshot.windows["a"], snapshot.windows["b"]
+    for body in bodies:
+        assert store.apply("ChangeWindow", "upsert", body) == []
+    return dict(store.snapshot().windows)
+
+
+def test_two_windows_held_by_the_store_share_their_fields_sets() -> None:
+    held = held_by_a_store(window_body("a"), window_body("b"))
+    a, b = held["a"], held["b"]
     pairs = list(zip(fields_sets(a), fields_sets(b), strict=True))
     assert len(pairs) >= 7
     for (path, mine), (_, theirs) in pairs:
@@ -157,11 +162,8 @@ def approved(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def test_two_windows_held_by_the_store_share_their_equal_string_lists_and_maps() -> None:
-    store = stores.Store()
-    for name in ("a", "b"):
-        assert store.apply("ChangeWindow", "upsert", approved(name)) == []
-    snapshot = store.snapshot()
-    a, b = string_parts(snapshot.windows["a"]), string_parts(snapshot.windows["b"])
+    held = held_by_a_store(approved("a"), approved("b"))
+    a, b = string_parts(held["a"]), string_parts(held["b"])
     for field, value in a.items():
         assert value is b[field], field
     # A fresh validation keeps its own, equal ones.
