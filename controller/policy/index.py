@@ -404,8 +404,7 @@ class _WindowIndex:
         # is filed under ~14 keys: a tuple each was ~0.7 KB per window).
         entries: dict[frozenset[str], _Entry] = {_ALL_NAMES: (w, _ALL_NAMES)}
         for key4, names in by_ns:
-            entry = entries.get(names) or entries.setdefault(names, (w, names))
-            _push(self.by_namespace, key4, entry, owned=self.owned)
+            _push(self.by_namespace, key4, entries.setdefault(names, (w, names)), owned=self.owned)
         for key2 in by_sel:
             _push(self.by_selector, key2, entries[_ALL_NAMES], owned=self.owned)
 
@@ -424,7 +423,7 @@ def _same(now: Mapping[str, object], before: Mapping[str, object]) -> bool:
 
 
 _Entry = tuple[CompiledWindow, frozenset[str]]  # (window, names it is limited to; empty: all)
-_ALL_NAMES: frozenset[str] = frozenset()
+_ALL_NAMES = matching.NO_NAMES  # a target without names: the one empty set they all share
 
 
 def _push(

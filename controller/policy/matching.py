@@ -278,7 +278,7 @@ _COMPILED_RULES: weakref.WeakValueDictionary[
 ] = weakref.WeakValueDictionary()
 
 
-_NO_NAMES: frozenset[str] = frozenset()  # one for every target without names (most of them)
+NO_NAMES: frozenset[str] = frozenset()  # one for every target without names (most of them)
 
 
 class CompiledTarget:
@@ -291,7 +291,7 @@ class CompiledTarget:
         self.namespaces = frozenset(target.namespaces)
         self.selector = target.namespace_selector
         self.everywhere = selector_is_empty(target.namespace_selector)
-        self.names = frozenset(target.names) if target.names else _NO_NAMES
+        self.names = frozenset(target.names) if target.names else NO_NAMES
 
     def covers(
         self,
